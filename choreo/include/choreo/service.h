@@ -1,0 +1,211 @@
+// choreo/service.h — the runtime: one service instance on one thread, over any Transport and
+// any Store.
+//
+// The loop: receive a batch → the kernel reads the dedup table and runs handlers → one atomic
+// commit for the whole batch (group commit, bounded by batch_size_max and batch_delay_us_max)
+// → acknowledge the deliveries → send the outbox, retransmitting what is unconfirmed with
+// bounded exponential backoff.
+//
+//   choreo::MemoryNetwork network;
+//   choreo::MemoryTransport transport{network, choreo::Address::unicast("orders", "1")};
+//   choreo::MemoryStore store;
+//   choreo::Service svc{{.name = "orders", .instance = "1"}, transport, store};
+//   svc.on("payment-completed", [](choreo::Context& ctx, const PaymentCompleted& paid) {
+//       ctx.send("shipping", "ship-order", ShipOrder{paid.order_id});
+//   });
+//   std::thread runner{[&] { choreo::Status end = svc.run(); }};
+//   ...
+//   svc.stop();   // finishes the batch in flight, then run() returns
+//   runner.join();
+//
+// Threading: run(), run_once() and the handlers run on one thread (the runtime thread).
+// stop(), post() and stats() may be called from any thread. The Transport and the Store must
+// outlive the Service; handlers must not block for long (they hold up the whole batch).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+#include "choreo/context.h"
+#include "choreo/kernel.h"
+#include "choreo/store.h"
+#include "choreo/system.h"
+#include "choreo/transport.h"
+
+namespace choreo {
+
+struct RetentionOptions {
+    TimeMs dedup_retention_ms = 7LL * 24 * 3600 * 1000;  // ids remembered this long (by sent_at)
+    TimeMs outbox_retention_ms = 24LL * 3600 * 1000;     // settled outbox rows kept this long
+    TimeMs purge_interval_ms = 1000;
+    std::size_t purge_rows_max = 1000;                    // per purge pass
+};
+
+struct ServiceOptions {
+    std::string name;              // the service: its anycast address
+    std::string instance = "1";    // this instance: `name/instance` is its unicast address
+    std::size_t batch_size_max = 256;         // deliveries per batch (one commit)
+    std::int64_t batch_delay_us_max = 500;    // extra wait to fill a batch once input arrived
+    std::int64_t idle_wait_us_max = 50'000;   // longest single wait in receive when idle
+    std::size_t sends_per_batch_max = 4096;   // outbox sends handed to the transport per loop
+    std::uint32_t commit_attempts_max = 10;   // transient commit failures in a row, then stop
+    TimeMs commit_retry_delay_ms_max = 1000;
+    std::size_t outbox_restore_page_max = 1000;
+    KernelOptions kernel;          // `kernel.self` is set from name and instance
+    RetentionOptions retention;
+};
+
+struct ServiceStats {
+    std::uint64_t batches = 0;
+    std::uint64_t commits = 0;
+    std::uint64_t applied = 0;
+    std::uint64_t duplicates = 0;
+    std::uint64_t dead_lettered = 0;
+    std::uint64_t retries = 0;
+    std::uint64_t sends = 0;           // transport sends, retransmissions included
+    std::uint64_t confirmed = 0;
+    std::uint64_t commit_failures = 0;
+};
+
+namespace detail {
+template <typename F>
+struct HandlerSignature : HandlerSignature<decltype(&F::operator())> {};
+template <typename C, typename R, typename... A>
+struct HandlerSignature<R (C::*)(A...) const> {
+    static constexpr std::size_t arity = sizeof...(A);
+    using Arguments = std::tuple<std::decay_t<A>...>;
+};
+template <typename C, typename R, typename... A>
+struct HandlerSignature<R (C::*)(A...)> : HandlerSignature<R (C::*)(A...) const> {};
+template <typename R, typename... A>
+struct HandlerSignature<R (*)(A...)> {
+    static constexpr std::size_t arity = sizeof...(A);
+    using Arguments = std::tuple<std::decay_t<A>...>;
+};
+}  // namespace detail
+
+class Service {
+public:
+    // Uses the system clock and randomness seeded from the operating system.
+    Service(ServiceOptions options, Transport& transport, Store& store);
+    // Uses the given clock and randomness (tests, simulation). Both must outlive the Service.
+    Service(ServiceOptions options, Transport& transport, Store& store, const Clock& clock, Random& random);
+    ~Service();
+    Service(const Service&) = delete;
+    Service& operator=(const Service&) = delete;
+
+    // Registers the handler for messages of `kind`, before the service runs. The handler takes
+    // (Context&) or (Context&, const T&) where T has a msgpack adaptor; a body that does not
+    // decode as T is dead-lettered as body_decode_failed.
+    template <typename F>
+    void on(std::string_view kind, F handler);
+    void on_step(std::string_view kind, Handler handler);
+
+    // Runs batches until stop() or a fatal error (the store or transport cannot go on).
+    Status run();
+    // Runs at most one batch, waiting up to wait_us for input. True when it did any work.
+    Result<bool> run_once(std::int64_t wait_us);
+    // Asks run() to return after the batch in flight. Any thread.
+    void stop();
+
+    // Sends a message from outside any handler: it is committed to the outbox in the next batch
+    // (then sent and retransmitted like any other) with a fresh time-ordered id. It is durable
+    // once that batch commits. Fails with invalid_argument for a bad address. Any thread.
+    Status post(Address to, std::string kind, Bytes body, SendOptions options = {});
+    template <typename T>
+    Status post(std::string_view to, std::string kind, const T& body, SendOptions options = {});
+
+    // Called on the runtime thread for every trace event, after its batch committed.
+    void set_observer(std::function<void(const TraceEvent&)> observer);
+
+    const Address& address() const { return self_; }
+    ServiceStats stats() const;
+    // Inputs waiting for a handler retry and sends waiting for confirmation (runtime thread).
+    std::size_t retries_pending() const { return kernel_.retries_pending(); }
+    std::size_t unsettled_sends() const { return kernel_.unsettled_count(); }
+
+private:
+    class TransportRouter final : public Router {
+    public:
+        explicit TransportRouter(Transport& transport) : transport_(transport) {}
+        std::string route(const Address& to) override { return transport_.route(to); }
+
+    private:
+        Transport& transport_;
+    };
+
+    Service(ServiceOptions options, Transport& transport, Store& store, std::unique_ptr<SystemClock> clock,
+            std::unique_ptr<SystemRandom> random);
+    Status start();
+    Status gather(StepInputs& inputs, std::int64_t wait_us);
+    Status receive_into(StepInputs& inputs, std::int64_t timeout_us);
+    std::int64_t idle_wait_us(std::int64_t wait_us) const;
+    Status commit(BatchEffects& effects);
+    Result<bool> retry_later(Status failure, StepInputs& inputs);
+    void keep_for_retry(StepInputs& inputs);
+    Status send_due();
+    Status purge_if_due();
+    void record(const BatchEffects& effects);
+
+    ServiceOptions options_;
+    Address self_;
+    Transport& transport_;
+    Store& store_;
+    std::unique_ptr<SystemClock> own_clock_;
+    std::unique_ptr<SystemRandom> own_random_;
+    const Clock& clock_;
+    Random& random_;
+    TransportRouter router_;
+    HandlerTable handlers_;
+    Kernel kernel_;
+
+    bool started_ = false;
+    Status fatal_;
+    StepInputs carried_;              // inputs of a batch to run again (failed commit, deferred)
+    std::uint32_t commit_failures_in_row_ = 0;
+    TimeMs commit_retry_at_ms_ = 0;
+    TimeMs next_purge_at_ms_ = 0;
+    ReceiveBatch receive_buffer_;
+    std::function<void(const TraceEvent&)> observer_;
+
+    std::atomic<bool> stopping_{false};
+    mutable std::mutex mutex_;              // guards posted_ and stats_
+    std::vector<Origination> posted_;
+    ServiceStats stats_;
+};
+
+template <typename F>
+void Service::on(std::string_view kind, F handler) {
+    using Signature = detail::HandlerSignature<std::decay_t<F>>;
+    if constexpr (Signature::arity == 1) {
+        on_step(kind, [handler = std::move(handler)](StepContext& step) {
+            Context context{step};
+            handler(context);
+        });
+    } else {
+        static_assert(Signature::arity == 2, "a handler takes (Context&) or (Context&, const T&)");
+        using Body = std::tuple_element_t<1, typename Signature::Arguments>;
+        on_step(kind, [handler = std::move(handler), limits = options_.kernel.limits](StepContext& step) {
+            Result<Body> body = unpack<Body>(step.message().body, limits);
+            if (!body.ok()) throw Reject(std::string(refusal::body_decode_failed), body.status().message());
+            Context context{step};
+            handler(context, body.value());
+        });
+    }
+}
+
+template <typename T>
+Status Service::post(std::string_view to, std::string kind, const T& body, SendOptions options) {
+    Result<Address> address = Address::parse(to);
+    if (!address.ok()) return address.status();
+    return post(std::move(address).value(), std::move(kind), pack(body), std::move(options));
+}
+
+}  // namespace choreo

@@ -1,0 +1,294 @@
+#include "choreo/service.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace choreo {
+namespace {
+
+ServiceOptions with_self(ServiceOptions options) {
+    CHOREO_ASSERT(Address::valid_name(options.name));
+    CHOREO_ASSERT(Address::valid_name(options.instance));
+    options.kernel.self = Address::unicast(options.name, options.instance);
+    return options;
+}
+
+}  // namespace
+
+Service::Service(ServiceOptions options, Transport& transport, Store& store)
+    : Service(std::move(options), transport, store, std::make_unique<SystemClock>(),
+              std::make_unique<SystemRandom>()) {}
+
+Service::Service(ServiceOptions options, Transport& transport, Store& store, const Clock& clock, Random& random)
+    : options_(with_self(std::move(options))),
+      self_(options_.kernel.self),
+      transport_(transport),
+      store_(store),
+      clock_(clock),
+      random_(random),
+      router_(transport),
+      kernel_(options_.kernel, handlers_, clock_, random_, router_) {
+    CHOREO_ASSERT(options_.batch_size_max >= 1);
+    CHOREO_ASSERT(options_.batch_delay_us_max >= 0);
+    CHOREO_ASSERT(options_.idle_wait_us_max >= 0);
+    CHOREO_ASSERT(options_.commit_attempts_max >= 1);
+    CHOREO_ASSERT(options_.retention.purge_rows_max >= 1);
+}
+
+Service::Service(ServiceOptions options, Transport& transport, Store& store, std::unique_ptr<SystemClock> clock,
+                 std::unique_ptr<SystemRandom> random)
+    : Service(std::move(options), transport, store, *clock, *random) {
+    own_clock_ = std::move(clock);
+    own_random_ = std::move(random);
+}
+
+Service::~Service() = default;
+
+void Service::on_step(std::string_view kind, Handler handler) {
+    CHOREO_ASSERT(!started_);  // handlers are registered before the service runs
+    CHOREO_ASSERT(!kind.empty() && kind.size() <= options_.kernel.limits.kind_bytes_max);
+    const bool inserted = handlers_.emplace(std::string(kind), std::move(handler)).second;
+    CHOREO_ASSERT(inserted);  // one handler per kind
+}
+
+void Service::set_observer(std::function<void(const TraceEvent&)> observer) {
+    CHOREO_ASSERT(!started_);
+    observer_ = std::move(observer);
+}
+
+Status Service::post(Address to, std::string kind, Bytes body, SendOptions options) {
+    if (to.empty()) return invalid_argument_error("invalid_address", "post needs an address");
+    if (kind.empty() || kind.size() > options_.kernel.limits.kind_bytes_max) {
+        return invalid_argument_error("invalid_kind", "kind is empty or too long");
+    }
+    if (stopping_.load()) return closed_error("stopped", "the service was stopped");
+    {
+        std::lock_guard lock{mutex_};
+        posted_.push_back({std::move(to), std::move(kind), std::move(body), std::move(options)});
+    }
+    transport_.wake();
+    return Status{};
+}
+
+void Service::stop() {
+    stopping_.store(true);
+    transport_.wake();
+}
+
+ServiceStats Service::stats() const {
+    std::lock_guard lock{mutex_};
+    return stats_;
+}
+
+Status Service::run() {
+    while (!stopping_.load()) {
+        Result<bool> worked = run_once(options_.idle_wait_us_max);
+        if (!worked.ok()) {
+            if (worked.status().code() == StatusCode::closed && stopping_.load()) break;
+            return worked.status();
+        }
+    }
+    return Status{};
+}
+
+// Checks the wiring and restores the unsettled outbox, which is retransmitted from here on.
+Status Service::start() {
+    const Address transport_address = transport_.local_address();
+    if (transport_address != self_) {
+        return precondition_error("address_mismatch", "the transport receives on " +
+                                                          transport_address.to_string() + ", the service is " +
+                                                          self_.to_string());
+    }
+    MessageId after;
+    for (;;) {
+        Result<std::vector<OutboxRow>> page = store_.unsettled_outbox(after, options_.outbox_restore_page_max);
+        if (!page.ok()) return page.status();
+        if (page->empty()) break;
+        after = page->back().id;
+        const std::size_t count = page->size();
+        kernel_.restore_unsettled(std::move(page).value());
+        if (count < options_.outbox_restore_page_max) break;
+    }
+    started_ = true;
+    return Status{};
+}
+
+Result<bool> Service::run_once(std::int64_t wait_us) {
+    if (!fatal_.ok()) return fatal_;
+    if (!started_) {
+        Status started = start();
+        if (!started.ok()) {
+            fatal_ = started;
+            return started;
+        }
+    }
+    StepInputs inputs = std::move(carried_);
+    carried_ = StepInputs{};
+    {
+        std::lock_guard lock{mutex_};
+        for (Origination& origination : posted_) inputs.originated.push_back(std::move(origination));
+        posted_.clear();
+    }
+    Status gathered = gather(inputs, wait_us);
+    if (!gathered.ok()) {
+        keep_for_retry(inputs);
+        return gathered;
+    }
+    bool worked = false;
+    if (!inputs.empty() || kernel_.has_due_work()) {
+        Result<BatchEffects> effects = kernel_.step(inputs, store_);
+        Status outcome = effects.ok() ? commit(*effects) : effects.status();
+        if (!outcome.ok()) return retry_later(std::move(outcome), inputs);
+        worked = true;
+    }
+    Status sent = send_due();
+    if (!sent.ok()) return sent;
+    CHOREO_RETURN_IF_ERROR(purge_if_due());
+    return worked;
+}
+
+std::int64_t Service::idle_wait_us(std::int64_t wait_us) const {
+    if (!carried_.empty()) return 0;
+    const TimeMs now_ms = clock_.now_ms();
+    TimeMs due_ms = kernel_.next_due_ms();
+    if (commit_retry_at_ms_ > now_ms) due_ms = std::min(due_ms, commit_retry_at_ms_);
+    if (due_ms <= now_ms) return 0;
+    if (due_ms == std::numeric_limits<TimeMs>::max()) return wait_us;
+    return std::min(wait_us, (due_ms - now_ms) * 1000);
+}
+
+// Fills a batch: waits for the first input (unless work is already waiting), then up to
+// batch_delay_us_max more for the rest, then takes whatever is ready, never more than
+// batch_size_max deliveries.
+Status Service::gather(StepInputs& inputs, std::int64_t wait_us) {
+    if (commit_retry_at_ms_ > clock_.now_ms()) return Status{};  // backing off a failed commit
+    const bool work_waiting = !inputs.empty() || kernel_.has_due_work();
+    const std::size_t received_before = inputs.deliveries.size() + inputs.confirmed.size();
+    CHOREO_RETURN_IF_ERROR(receive_into(inputs, work_waiting ? 0 : idle_wait_us(wait_us)));
+    const bool arrived = inputs.deliveries.size() + inputs.confirmed.size() > received_before;
+    if (arrived && options_.batch_delay_us_max > 0) {
+        CHOREO_RETURN_IF_ERROR(receive_into(inputs, options_.batch_delay_us_max));
+    }
+    for (std::size_t round = 0; round < options_.batch_size_max; round++) {
+        const std::size_t before = inputs.deliveries.size() + inputs.confirmed.size();
+        CHOREO_RETURN_IF_ERROR(receive_into(inputs, 0));
+        if (inputs.deliveries.size() + inputs.confirmed.size() == before) break;
+    }
+    return Status{};
+}
+
+Status Service::receive_into(StepInputs& inputs, std::int64_t timeout_us) {
+    if (inputs.deliveries.size() >= options_.batch_size_max) return Status{};
+    receive_buffer_.clear();
+    const std::size_t room = options_.batch_size_max - inputs.deliveries.size();
+    CHOREO_RETURN_IF_ERROR(transport_.receive(receive_buffer_, room, timeout_us));
+    CHOREO_ASSERT(receive_buffer_.deliveries.size() <= room);
+    for (Delivery& delivery : receive_buffer_.deliveries) inputs.deliveries.push_back(std::move(delivery));
+    for (const MessageId& id : receive_buffer_.confirmed) inputs.confirmed.push_back(id);
+    return Status{};
+}
+
+// Write last: the batch's effects become durable, and only then are deliveries acknowledged.
+Status Service::commit(BatchEffects& effects) {
+    if (!effects.commit.empty()) {
+        CHOREO_RETURN_IF_ERROR(store_.commit(effects.commit));
+    }
+    commit_failures_in_row_ = 0;
+    commit_retry_at_ms_ = 0;
+    kernel_.committed(effects);
+    for (Delivery& delivery : effects.deferred) carried_.deliveries.push_back(std::move(delivery));
+    if (!effects.acks.empty()) {
+        // An ack that does not arrive only causes a redelivery, which the dedup table drops.
+        Status acked = transport_.acknowledge(effects.acks);
+        if (!acked.ok() && acked.code() != StatusCode::closed) return acked;
+    }
+    record(effects);
+    return Status{};
+}
+
+// A batch that could not be read or committed leaves no trace: its inputs run again after a
+// backoff, unless the store says it cannot go on (then the service stops; unacknowledged input
+// is redelivered to whoever runs next).
+Result<bool> Service::retry_later(Status failure, StepInputs& inputs) {
+    {
+        std::lock_guard lock{mutex_};
+        stats_.commit_failures++;
+    }
+    const bool retryable = failure.code() == StatusCode::transient || failure.code() == StatusCode::aborted;
+    if (!retryable || ++commit_failures_in_row_ >= options_.commit_attempts_max) {
+        fatal_ = failure;
+        return failure;
+    }
+    keep_for_retry(inputs);
+    const TimeMs delay_ms = std::min<TimeMs>(options_.commit_retry_delay_ms_max,
+                                             TimeMs{10} << std::min<std::uint32_t>(commit_failures_in_row_, 10));
+    commit_retry_at_ms_ = clock_.now_ms() + delay_ms;
+    return true;
+}
+
+void Service::keep_for_retry(StepInputs& inputs) {
+    for (Delivery& delivery : inputs.deliveries) carried_.deliveries.push_back(std::move(delivery));
+    for (const MessageId& id : inputs.confirmed) carried_.confirmed.push_back(id);
+    for (Origination& origination : inputs.originated) carried_.originated.push_back(std::move(origination));
+}
+
+Status Service::send_due() {
+    std::vector<MessageId> due = kernel_.take_sends_due(options_.sends_per_batch_max);
+    if (due.empty()) return Status{};
+    std::vector<OutgoingMessage> messages;
+    messages.reserve(due.size());
+    for (const MessageId& id : due) messages.push_back(kernel_.outgoing(id));
+    Result<std::size_t> accepted = transport_.send(messages);
+    const std::size_t count = accepted.ok() ? *accepted : 0;
+    CHOREO_ASSERT(count <= due.size());
+    if (count < due.size()) kernel_.send_refused(std::span<const MessageId>(due).subspan(count));
+    {
+        std::lock_guard lock{mutex_};
+        stats_.sends += count;
+    }
+    if (!accepted.ok() && accepted.status().code() == StatusCode::closed) return accepted.status();
+    return Status{};
+}
+
+Status Service::purge_if_due() {
+    const TimeMs now_ms = clock_.now_ms();
+    if (now_ms < next_purge_at_ms_) return Status{};
+    const RetentionOptions& retention = options_.retention;
+    PurgeRequest request;
+    request.dedup_sent_before_ms = std::max<TimeMs>(0, now_ms - retention.dedup_retention_ms);
+    request.outbox_settled_before_ms = std::max<TimeMs>(0, now_ms - retention.outbox_retention_ms);
+    request.rows_max = retention.purge_rows_max;
+    Result<PurgeResult> purged = store_.purge(request);
+    if (!purged.ok()) {
+        if (purged.status().code() == StatusCode::transient) return Status{};  // next pass
+        fatal_ = purged.status();
+        return purged.status();
+    }
+    // More to purge: continue on the next loop, between batches, so no pass stalls input long.
+    next_purge_at_ms_ = purged->more ? now_ms : now_ms + retention.purge_interval_ms;
+    return Status{};
+}
+
+void Service::record(const BatchEffects& effects) {
+    {
+        std::lock_guard lock{mutex_};
+        stats_.batches++;
+        if (!effects.commit.empty()) stats_.commits++;
+        for (const TraceEvent& event : effects.trace) {
+            switch (event.kind) {
+                case TraceKind::applied: stats_.applied++; break;
+                case TraceKind::duplicate: stats_.duplicates++; break;
+                case TraceKind::dead_lettered:
+                case TraceKind::send_dead_lettered: stats_.dead_lettered++; break;
+                case TraceKind::retry_scheduled: stats_.retries++; break;
+                case TraceKind::confirmed: stats_.confirmed++; break;
+                case TraceKind::originated: break;
+            }
+        }
+    }
+    if (observer_) {
+        for (const TraceEvent& event : effects.trace) observer_(event);
+    }
+}
+
+}  // namespace choreo
