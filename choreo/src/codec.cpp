@@ -30,8 +30,13 @@ int key_index(std::string_view name) {
 }
 
 Status check_field_lengths(const Envelope& envelope, const MessageLimits& limits) {
-    if (envelope.kind.empty() || envelope.kind.size() > limits.kind_bytes_max) {
-        return decode_failure(decode_error::field_too_long, "kind is empty or too long");
+    if (envelope.kind.empty()) return decode_failure(decode_error::invalid_value, "empty kind");
+    if (envelope.kind.size() > limits.kind_bytes_max) {
+        return decode_failure(decode_error::field_too_long, "kind too long");
+    }
+    // The receiver refuses negative times; refuse them here, with the receiver's reason.
+    if (envelope.sent_at_ms < 0 || envelope.deadline_ms < 0) {
+        return decode_failure(decode_error::invalid_value, "negative time");
     }
     for (const std::string* field : {&envelope.correlation, &envelope.causation,
                                      &envelope.promise}) {
@@ -40,7 +45,7 @@ Status check_field_lengths(const Envelope& envelope, const MessageLimits& limits
         }
     }
     if (envelope.headers.size() > limits.headers_count_max) {
-        return decode_failure(decode_error::field_too_long, "too many headers");
+        return decode_failure(decode_error::too_many_keys, "too many headers");
     }
     for (const auto& [key, value] : envelope.headers) {
         if (key.size() > limits.header_bytes_max || value.size() > limits.header_bytes_max) {
@@ -135,7 +140,7 @@ Status EnvelopeDecoder::read_headers() {
     Result<std::uint32_t> count = reader_.map_header();
     if (!count.ok()) return count.status();
     if (*count > limits_.headers_count_max) {
-        return decode_failure(decode_error::field_too_long, "too many headers");
+        return decode_failure(decode_error::too_many_keys, "too many headers");
     }
     for (std::uint32_t entry = 0; entry < *count; entry++) {
         std::string key;

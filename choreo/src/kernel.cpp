@@ -271,7 +271,9 @@ Status Kernel::Batch::process(Candidate& candidate, bool known, TimeMs horizon_m
         dead_letter(candidate, refusal::unknown_kind, "no handler for '" + envelope.kind + "'");
         return Status{};
     }
-    const std::size_t unsettled = kernel_.unsettled_.size() + outbox_ids_.size();
+    CHOREO_ASSERT(effects.commit.outbox_settled.size() <= kernel_.unsettled_.size());
+    const std::size_t unsettled =
+        kernel_.unsettled_.size() - effects.commit.outbox_settled.size() + outbox_ids_.size();
     if (unsettled + kernel_.options_.sends_per_step_max > kernel_.options_.outbox_unconfirmed_max) {
         // Backpressure: too many sends await confirmation. The input waits, unacknowledged.
         for (DeliveryTag tag : candidate.tags) {
@@ -301,7 +303,7 @@ HandlerOutcome Kernel::Batch::run_handler(Candidate& candidate, const Handler& h
     try {
         handler(context);
     } catch (const Reject& rejection) {
-        reason = rejection.reason();
+        reason = rejection.reason().empty() ? std::string(refusal::rejected) : rejection.reason();
         detail = rejection.detail();
         if (!context.store_failure_.ok()) return HandlerOutcome::store_failed;
         return HandlerOutcome::rejected;

@@ -257,7 +257,10 @@ Status MsgpackReader::skip_value(std::size_t depth_left) {
     }
     if ((byte & 0xE0) == 0xa0 || (byte >= 0xd9 && byte <= 0xdb)) return string().status();
     if (byte >= 0xc4 && byte <= 0xc6) return binary().status();
-    if (byte >= 0xcc && byte <= 0xd3) return integer().status();
+    if (byte >= 0xcc && byte <= 0xd3) {  // uint8..int64: skipped by width, so a uint64 above
+        offset_++;                        // int64's range is skipped too, not refused
+        return take(1ULL << ((byte - 0xcc) % 4)).status();
+    }
     offset_++;
     switch (byte) {
         case 0xca: return take(4).status();  // float32

@@ -64,6 +64,9 @@ Status Service::post(Address to, std::string kind, Bytes body, SendOptions optio
     if (stopping_.load()) return closed_error("stopped", "the service was stopped");
     {
         std::lock_guard lock{mutex_};
+        if (posted_.size() >= options_.posted_max) {
+            return transient_error("post_backlog_full", std::to_string(posted_.size()) + " posts wait for a batch");
+        }
         posted_.push_back({std::move(to), std::move(kind), std::move(body), std::move(options)});
     }
     transport_.wake();
@@ -135,11 +138,13 @@ Result<bool> Service::run_once(std::int64_t wait_us) {
         return gathered;
     }
     bool worked = false;
-    if (!inputs.empty() || kernel_.has_due_work()) {
+    if (ready_to_step(inputs)) {
         Result<BatchEffects> effects = kernel_.step(inputs, store_);
         Status outcome = effects.ok() ? commit(*effects) : effects.status();
         if (!outcome.ok()) return retry_later(std::move(outcome), inputs);
         worked = true;
+    } else {
+        keep_for_retry(inputs);  // backing off, or input waiting for room: not run now
     }
     Status sent = send_due();
     if (!sent.ok()) return sent;
@@ -147,8 +152,22 @@ Result<bool> Service::run_once(std::int64_t wait_us) {
     return worked;
 }
 
+bool Service::has_room() const {
+    const KernelOptions& kernel = options_.kernel;
+    return kernel_.unsettled_count() + kernel.sends_per_step_max <= kernel.outbox_unconfirmed_max;
+}
+
+bool Service::backing_off() const { return commit_retry_at_ms_ > clock_.now_ms(); }
+
+// Whether a step now would do anything. Deliveries held back by backpressure do not count
+// until confirmations make room, so a service under backpressure waits instead of spinning.
+bool Service::ready_to_step(const StepInputs& inputs) const {
+    if (backing_off()) return false;
+    if (!inputs.confirmed.empty() || !inputs.originated.empty()) return true;
+    return (!inputs.deliveries.empty() && has_room()) || kernel_.has_due_work();
+}
+
 std::int64_t Service::idle_wait_us(std::int64_t wait_us) const {
-    if (!carried_.empty()) return 0;
     const TimeMs now_ms = clock_.now_ms();
     TimeMs due_ms = kernel_.next_due_ms();
     if (commit_retry_at_ms_ > now_ms) due_ms = std::min(due_ms, commit_retry_at_ms_);
@@ -161,26 +180,27 @@ std::int64_t Service::idle_wait_us(std::int64_t wait_us) const {
 // batch_delay_us_max more for the rest, then takes whatever is ready, never more than
 // batch_size_max deliveries.
 Status Service::gather(StepInputs& inputs, std::int64_t wait_us) {
-    if (commit_retry_at_ms_ > clock_.now_ms()) return Status{};  // backing off a failed commit
-    const bool work_waiting = !inputs.empty() || kernel_.has_due_work();
-    const std::size_t received_before = inputs.deliveries.size() + inputs.confirmed.size();
-    CHOREO_RETURN_IF_ERROR(receive_into(inputs, work_waiting ? 0 : idle_wait_us(wait_us)));
-    const bool arrived = inputs.deliveries.size() + inputs.confirmed.size() > received_before;
-    if (arrived && options_.batch_delay_us_max > 0) {
+    auto count = [&] { return inputs.deliveries.size() + inputs.confirmed.size(); };
+    const std::size_t before = count();
+    CHOREO_RETURN_IF_ERROR(receive_into(inputs, ready_to_step(inputs) ? 0 : idle_wait_us(wait_us)));
+    if (count() > before && options_.batch_delay_us_max > 0) {
         CHOREO_RETURN_IF_ERROR(receive_into(inputs, options_.batch_delay_us_max));
     }
     for (std::size_t round = 0; round < options_.batch_size_max; round++) {
-        const std::size_t before = inputs.deliveries.size() + inputs.confirmed.size();
+        const std::size_t round_before = count();
         CHOREO_RETURN_IF_ERROR(receive_into(inputs, 0));
-        if (inputs.deliveries.size() + inputs.confirmed.size() == before) break;
+        if (count() == round_before) break;
     }
     return Status{};
 }
 
+// Takes deliveries only while the batch and the outbox have room; with none it still waits for
+// confirmations (deliveries_max 0), which are what make room.
 Status Service::receive_into(StepInputs& inputs, std::int64_t timeout_us) {
-    if (inputs.deliveries.size() >= options_.batch_size_max) return Status{};
     receive_buffer_.clear();
-    const std::size_t room = options_.batch_size_max - inputs.deliveries.size();
+    const bool take_deliveries =
+        has_room() && !backing_off() && inputs.deliveries.size() < options_.batch_size_max;
+    const std::size_t room = take_deliveries ? options_.batch_size_max - inputs.deliveries.size() : 0;
     CHOREO_RETURN_IF_ERROR(transport_.receive(receive_buffer_, room, timeout_us));
     CHOREO_ASSERT(receive_buffer_.deliveries.size() <= room);
     for (Delivery& delivery : receive_buffer_.deliveries) inputs.deliveries.push_back(std::move(delivery));

@@ -78,7 +78,7 @@ public:
         if (!stored) return std::nullopt;
         Result<T> value = unpack<T>(*stored);
         if (!value.ok()) {
-            throw Reject("state_decode_failed", "state '" + std::string(key) + "': " + value.status().message());
+            throw Reject(std::string(refusal::state_decode_failed), "state '" + std::string(key) + "': " + value.status().message());
         }
         return std::move(value).value();
     }
@@ -111,7 +111,7 @@ public:
 private:
     static Address parse_address(std::string_view text) {
         Result<Address> address = Address::parse(text);
-        if (!address.ok()) throw Reject("invalid_address", address.status().message());
+        if (!address.ok()) throw Reject(std::string(refusal::invalid_send_address), address.status().message());
         return std::move(address).value();
     }
 

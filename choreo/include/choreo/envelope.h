@@ -24,7 +24,8 @@ struct Envelope {
 
     MessageId id;              // unique per message; retransmissions keep it
     std::string kind;          // what the message means, e.g. "payment-completed"
-    Address from;              // the sender's unicast address; empty for anonymous senders
+    Address from;              // where replies go: the sender's unicast address (choreo always
+                               // sends one); empty for anonymous senders
     Address to;                // anycast `service` or unicast `service/instance`
     std::string correlation;   // ties together all messages of one conversation (saga, execution)
     std::string causation;     // id of the message whose handling emitted this one

@@ -47,7 +47,9 @@ inline constexpr std::string_view unknown_kind = "unknown_kind";
 inline constexpr std::string_view misaddressed = "misaddressed";
 inline constexpr std::string_view deadline_exceeded = "deadline_exceeded";
 inline constexpr std::string_view handler_failed = "handler_failed";
-inline constexpr std::string_view rejected = "rejected";
+inline constexpr std::string_view rejected = "rejected";  // Reject with no reason of its own
+inline constexpr std::string_view state_decode_failed = "state_decode_failed";
+inline constexpr std::string_view invalid_send_address = "invalid_send_address";
 inline constexpr std::string_view body_decode_failed = "body_decode_failed";
 inline constexpr std::string_view outgoing_invalid = "outgoing_invalid";
 inline constexpr std::string_view too_many_sends = "too_many_sends";
@@ -71,8 +73,8 @@ private:
 };
 
 struct KernelOptions {
-    Address self;  // this instance's unicast address, `service/instance`
-    MessageLimits limits;
+    Address self{};  // this instance's unicast address, `service/instance`
+    MessageLimits limits{};
     std::uint32_t handler_attempts_max = 5;        // then the input is dead-lettered
     TimeMs handler_retry_delay_ms_min = 100;
     TimeMs handler_retry_delay_ms_max = 10'000;
@@ -87,10 +89,10 @@ struct KernelOptions {
 };
 
 struct SendOptions {
-    std::string correlation;  // default: the input's correlation, or its id
-    std::string promise;
+    std::string correlation{};  // default: the input's correlation, or its id
+    std::string promise{};
     TimeMs deadline_ms = 0;
-    Headers headers;
+    Headers headers{};
 };
 
 // What a handler sees and does during one step. Writes are buffered and committed with the

@@ -49,7 +49,7 @@ struct RetentionOptions {
 };
 
 struct ServiceOptions {
-    std::string name;              // the service: its anycast address
+    std::string name{};            // the service: its anycast address
     std::string instance = "1";    // this instance: `name/instance` is its unicast address
     std::size_t batch_size_max = 256;         // deliveries per batch (one commit)
     std::int64_t batch_delay_us_max = 500;    // extra wait to fill a batch once input arrived
@@ -58,8 +58,9 @@ struct ServiceOptions {
     std::uint32_t commit_attempts_max = 10;   // transient commit failures in a row, then stop
     TimeMs commit_retry_delay_ms_max = 1000;
     std::size_t outbox_restore_page_max = 1000;
-    KernelOptions kernel;          // `kernel.self` is set from name and instance
-    RetentionOptions retention;
+    std::size_t posted_max = 10'000;          // post() calls waiting for the next batch
+    KernelOptions kernel{};        // `kernel.self` is set from name and instance
+    RetentionOptions retention{};
 };
 
 struct ServiceStats {
@@ -117,7 +118,8 @@ public:
 
     // Sends a message from outside any handler: it is committed to the outbox in the next batch
     // (then sent and retransmitted like any other) with a fresh time-ordered id. It is durable
-    // once that batch commits. Fails with invalid_argument for a bad address. Any thread.
+    // once that batch commits. Fails with invalid_argument for a bad address, transient when
+    // posted_max posts already wait, closed after stop(). Any thread.
     Status post(Address to, std::string kind, Bytes body, SendOptions options = {});
     template <typename T>
     Status post(std::string_view to, std::string kind, const T& body, SendOptions options = {});
@@ -147,6 +149,9 @@ private:
     Status gather(StepInputs& inputs, std::int64_t wait_us);
     Status receive_into(StepInputs& inputs, std::int64_t timeout_us);
     std::int64_t idle_wait_us(std::int64_t wait_us) const;
+    bool has_room() const;
+    bool backing_off() const;
+    bool ready_to_step(const StepInputs& inputs) const;
     Status commit(BatchEffects& effects);
     Result<bool> retry_later(Status failure, StepInputs& inputs);
     void keep_for_retry(StepInputs& inputs);

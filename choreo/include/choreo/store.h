@@ -92,12 +92,14 @@ struct DeadLetter {
 
 // Everything one runtime batch changes, committed atomically (design §4.2).
 struct CommitBatch {
-    std::vector<DedupRow> dedup;
+    std::vector<DedupRow> dedup;              // distinct ids (the caller's precondition)
     std::vector<StateWrite> state;            // applied in order; the last write to a key wins
     std::vector<OutboxRow> outbox;            // an id already in the outbox keeps its first row
     std::vector<OutboxSettle> outbox_settled; // unknown or already-settled ids are ignored
     std::vector<ConsumedPosition> positions;
-    std::vector<DeadLetter> dead_letters;     // upserts by key: attempts add up
+    // Upserts by key, also within one batch: attempts add up, last_seen moves on, reason and
+    // detail become the newest, first_seen and the raw bytes stay those first stored.
+    std::vector<DeadLetter> dead_letters;
 
     bool empty() const {
         return dedup.empty() && state.empty() && outbox.empty() && outbox_settled.empty() &&
@@ -157,6 +159,8 @@ public:
     // Deletes at most rows_max rows: dedup rows with sent_at < dedup_sent_before_ms (raising
     // the horizon to that value in the same atomic write, never lowering it) and settled outbox
     // rows settled before outbox_settled_before_ms. Never deletes an unsettled outbox row.
+    // The horizon may reach the cutoff before every row below it is gone (more = true): that is
+    // safe, since a remembered id is a duplicate whatever its sent_at.
     virtual Result<PurgeResult> purge(const PurgeRequest& request) = 0;
 };
 

@@ -80,7 +80,9 @@ public:
     virtual Address local_address() const = 0;
 
     // Chooses the instance that an anycast send to `to` is pinned to, for every retransmission
-    // too (design §4.6). Empty: the transport needs no pin (unicast, shared store, Kafka keys).
+    // too (design §4.6). Called for anycast addresses only. Empty: the transport needs no pin
+    // (the instances share a store, Kafka keys pick the partition) or knows no instance yet and
+    // pins on its own.
     virtual std::string route(const Address& to) = 0;
 
     // Hands messages to the transport in order; returns how many of the first ones it accepted.
@@ -89,8 +91,9 @@ public:
     virtual Result<std::size_t> send(std::span<const OutgoingMessage> batch) = 0;
 
     // Appends to `out` up to `deliveries_max` deliveries and any confirmations. Waits up to
-    // timeout_us for the first one, then returns what is ready without waiting more. Returns ok
-    // with nothing on timeout or wake(); fails with closed after close().
+    // timeout_us for the first one, then returns what is ready without waiting more. With
+    // deliveries_max 0 it waits for confirmations only (the runtime under backpressure). Returns
+    // ok with nothing on timeout or wake(); fails with closed after close().
     virtual Status receive(ReceiveBatch& out, std::size_t deliveries_max,
                            std::int64_t timeout_us) = 0;
 

@@ -23,6 +23,16 @@ MemoryTransport::MemoryTransport(MemoryNetwork& network, Address self)
     if (std::find(instances.begin(), instances.end(), self_.instance()) == instances.end()) {
         instances.push_back(self_.instance());
     }
+    // The first instance of a service takes the anycast sends that waited for one; from now on
+    // unpinned sends go to it too, so every copy of one id meets the same instance (design §4.6).
+    if (instances.front() == self_.instance()) {
+        auto unpinned = network_.unpinned_.find(self_.service());
+        if (unpinned != network_.unpinned_.end()) {
+            for (MemoryNetwork::Parcel& parcel : unpinned->second) mailbox.queued.push_back(std::move(parcel));
+            network_.unpinned_.erase(unpinned);
+        }
+    }
+    CHOREO_ASSERT(!network_.unpinned_.contains(self_.service()));
 }
 
 MemoryTransport::~MemoryTransport() { close(); }
@@ -45,14 +55,24 @@ Result<std::size_t> MemoryTransport::send(std::span<const OutgoingMessage> batch
     for (const OutgoingMessage& message : batch) {
         CHOREO_ASSERT(!message.to.empty());
         std::deque<MemoryNetwork::Parcel>* queue = nullptr;
+        std::size_t in_flight = 0;  // delivered but unacknowledged count against the bound too
+        auto mailbox_of = [&](const std::string& address) {
+            MemoryNetwork::Mailbox& mailbox = network_.mailboxes_[address];
+            in_flight = mailbox.in_flight.size();
+            return &mailbox.queued;
+        };
         if (message.to.is_unicast()) {
-            queue = &network_.mailboxes_[message.to.to_string()].queued;
+            queue = mailbox_of(message.to.to_string());
         } else if (!message.route.empty()) {
-            queue = &network_.mailboxes_[message.to.service() + "/" + message.route].queued;
+            queue = mailbox_of(message.to.service() + "/" + message.route);
+        } else if (auto instances = network_.instances_.find(message.to.service());
+                   instances != network_.instances_.end() && !instances->second.empty()) {
+            // Unpinned (its route was chosen before any instance attached): the first instance.
+            queue = mailbox_of(message.to.service() + "/" + instances->second.front());
         } else {
             queue = &network_.unpinned_[message.to.service()];
         }
-        if (queue->size() >= network_.options_.queue_messages_max) break;  // backpressure
+        if (queue->size() + in_flight >= network_.options_.queue_messages_max) break;  // backpressure
         queue->push_back({message.id, self_, Bytes(message.bytes.begin(), message.bytes.end())});
         accepted++;
     }
@@ -60,28 +80,22 @@ Result<std::size_t> MemoryTransport::send(std::span<const OutgoingMessage> batch
     return accepted;
 }
 
-bool MemoryTransport::ready_locked() const {
+bool MemoryTransport::ready_locked(bool want_deliveries) const {
     if (closed_) return true;
     const MemoryNetwork::Mailbox& mailbox = network_.mailboxes_.at(key_);
-    if (mailbox.wake || !mailbox.queued.empty() || !mailbox.confirmations.empty()) return true;
-    auto unpinned = network_.unpinned_.find(self_.service());
-    return unpinned != network_.unpinned_.end() && !unpinned->second.empty();
+    if (mailbox.wake || !mailbox.confirmations.empty()) return true;
+    if (!want_deliveries) return false;
+    return !mailbox.queued.empty();
 }
 
 void MemoryTransport::take_locked(ReceiveBatch& out, std::size_t deliveries_max) {
     MemoryNetwork::Mailbox& mailbox = network_.mailboxes_.at(key_);
     mailbox.wake = false;
-    auto deliver = [&](std::deque<MemoryNetwork::Parcel>& queue) {
-        while (!queue.empty() && out.deliveries.size() < deliveries_max) {
-            const DeliveryTag tag = network_.next_tag_++;
-            out.deliveries.push_back({tag, queue.front().bytes, std::nullopt});
-            mailbox.in_flight.emplace(tag, std::move(queue.front()));
-            queue.pop_front();
-        }
-    };
-    deliver(mailbox.queued);
-    if (auto unpinned = network_.unpinned_.find(self_.service()); unpinned != network_.unpinned_.end()) {
-        deliver(unpinned->second);
+    while (!mailbox.queued.empty() && out.deliveries.size() < deliveries_max) {
+        const DeliveryTag tag = network_.next_tag_++;
+        out.deliveries.push_back({tag, mailbox.queued.front().bytes, std::nullopt});
+        mailbox.in_flight.emplace(tag, std::move(mailbox.queued.front()));
+        mailbox.queued.pop_front();
     }
     while (!mailbox.confirmations.empty()) {
         out.confirmed.push_back(mailbox.confirmations.front());
@@ -92,8 +106,10 @@ void MemoryTransport::take_locked(ReceiveBatch& out, std::size_t deliveries_max)
 Status MemoryTransport::receive(ReceiveBatch& out, std::size_t deliveries_max, std::int64_t timeout_us) {
     CHOREO_ASSERT(timeout_us >= 0);
     std::unique_lock lock{network_.mutex_};
-    if (!ready_locked() && timeout_us > 0) {
-        network_.changed_.wait_for(lock, std::chrono::microseconds(timeout_us), [&] { return ready_locked(); });
+    const bool want_deliveries = deliveries_max > 0;
+    if (!ready_locked(want_deliveries) && timeout_us > 0) {
+        network_.changed_.wait_for(lock, std::chrono::microseconds(timeout_us),
+                                   [&] { return ready_locked(want_deliveries); });
     }
     if (closed_) return closed_error();
     take_locked(out, deliveries_max);

@@ -6,7 +6,10 @@
 // acknowledges it (after the receiver's commit). Messages wait in the network while no
 // endpoint is attached (persistence), and deliveries not acknowledged when an endpoint closes
 // are delivered again to the next endpoint at that address (redelivery). Anycast sends are
-// pinned to one instance by route(), round robin among the instances that ever attached.
+// pinned to one instance by route(), round robin among the instances that ever attached; an
+// anycast send without a route (chosen before any instance existed) goes to the first instance
+// that ever attached to the service, waiting for it if there is none yet, so that all copies of
+// one message meet the same instance (design §4.6).
 //
 //   choreo::MemoryNetwork network;
 //   choreo::MemoryTransport orders{network, choreo::Address::unicast("orders", "1")};
@@ -29,7 +32,7 @@ namespace choreo {
 class MemoryNetwork {
 public:
     struct Options {
-        std::size_t queue_messages_max = 100'000;  // per address: send() accepts fewer beyond it
+        std::size_t queue_messages_max = 100'000;  // per address, queued + unacknowledged: send() accepts fewer beyond it
     };
     MemoryNetwork() : MemoryNetwork(Options{}) {}
     explicit MemoryNetwork(Options options) : options_(options) {}
@@ -58,7 +61,7 @@ private:
     mutable std::mutex mutex_;
     std::condition_variable changed_;
     std::map<std::string, Mailbox> mailboxes_;             // by unicast address
-    std::map<std::string, std::deque<Parcel>> unpinned_;   // anycast with no instance yet, by service
+    std::map<std::string, std::deque<Parcel>> unpinned_;   // anycast to a service no instance ever joined
     std::map<std::string, std::vector<std::string>> instances_;  // service -> instances seen
     std::map<std::string, std::size_t> next_instance_;
     DeliveryTag next_tag_ = 1;
@@ -84,7 +87,7 @@ public:
     void close() override;
 
 private:
-    bool ready_locked() const;
+    bool ready_locked(bool want_deliveries) const;
     void take_locked(ReceiveBatch& out, std::size_t deliveries_max);
 
     MemoryNetwork& network_;
