@@ -1,6 +1,10 @@
 #include "choreo/ids.h"
 
 #include <array>
+#include <span>
+#include <string_view>
+
+#include "choreo/detail/sha256.h"
 
 namespace choreo {
 namespace {
@@ -11,20 +15,39 @@ constexpr std::uint64_t variant_rfc = 0x2ULL << 62;
 constexpr std::uint64_t counter_low_max = (1ULL << 62) - 1;
 constexpr std::uint64_t counter_high_max = (1ULL << 12) - 1;
 
-std::uint64_t mix64(std::uint64_t value) {
-    value = (value ^ (value >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    value = (value ^ (value >> 27)) * 0x94D049BB133111EBULL;
-    return value ^ (value >> 31);
+// Each kind of hashed id starts its input with its own tag, so the two never hash the same
+// bytes: the tags differ within their first 16 bytes, and a tag's version lets a later
+// derivation coexist with this one.
+constexpr std::string_view derive_tag = "choreo.derive.v1";
+constexpr std::string_view content_tag = "choreo.content.v1";
+
+ByteView bytes_of_tag(std::string_view tag) {
+    return {reinterpret_cast<const std::uint8_t*>(tag.data()), tag.size()};
 }
 
-std::uint64_t rotate_left(std::uint64_t value, int bits) {
-    return (value << bits) | (value >> (64 - bits));
+void put_big_endian(std::uint64_t value, std::span<std::uint8_t, 8> out) {
+    for (std::size_t index = 0; index < out.size(); index++) {
+        out[index] = static_cast<std::uint8_t>(value >> (8 * (7 - index)));
+    }
+}
+
+std::uint64_t load_big_endian(std::span<const std::uint8_t, 8> bytes) {
+    std::uint64_t value = 0;
+    for (std::uint8_t byte : bytes) value = (value << 8) | byte;
+    return value;
 }
 
 MessageId with_version(std::uint64_t high, std::uint64_t low, std::uint64_t version) {
     high = (high & ~version_mask) | (version << 12);
     low = (low & ~variant_mask) | variant_rfc;
     return MessageId{high, low};
+}
+
+// The id is the digest's first 128 bits, less the six that carry the version and variant.
+MessageId id_of_digest(const detail::Sha256::Digest& digest) {
+    const std::span<const std::uint8_t, detail::Sha256::digest_bytes> bytes{digest};
+    return with_version(load_big_endian(bytes.first<8>()), load_big_endian(bytes.subspan<8, 8>()),
+                        8);
 }
 
 int hex_value(char c) {
@@ -78,24 +101,34 @@ std::string MessageId::to_string() const {
     return text;
 }
 
+// SHA-256 rather than a fast mixer: the parent id comes from outside senders, and with an
+// invertible mixer a sender could pick parents whose derived ids collide with ours, so that a
+// receiver's dedup would drop one of our messages as a copy of another.
 MessageId derive_id(const MessageId& parent, std::uint64_t position) {
     CHOREO_ASSERT(!parent.is_nil());
-    const std::uint64_t first = mix64(parent.high() ^ mix64(position + 0x632BE59BD9B4E019ULL));
-    const std::uint64_t second = mix64(parent.low() ^ rotate_left(first, 23) ^ position);
-    const MessageId derived = with_version(mix64(first ^ rotate_left(second, 41)), second, 8);
+    std::array<std::uint8_t, 24> fields;  // parent (16 bytes), then position (8), big-endian
+    const std::span<std::uint8_t, 24> out{fields};
+    put_big_endian(parent.high(), out.subspan<0, 8>());
+    put_big_endian(parent.low(), out.subspan<8, 8>());
+    put_big_endian(position, out.subspan<16, 8>());
+    detail::Sha256 hash;
+    hash.update(bytes_of_tag(derive_tag));
+    hash.update(fields);
+    const MessageId derived = id_of_digest(hash.finish());
     CHOREO_ASSERT(!derived.is_nil());
+    CHOREO_ASSERT(derived.version() == 8);
     return derived;
 }
 
+// The bytes are whatever arrived and failed to decode, so they are chosen by outside senders too.
 MessageId content_id(ByteView bytes) {
-    // Two independent FNV-1a style lanes, finalized with mix64.
-    std::uint64_t first = 0xCBF29CE484222325ULL;
-    std::uint64_t second = 0x84222325CBF29CE4ULL ^ bytes.size();
-    for (std::uint8_t byte : bytes) {
-        first = (first ^ byte) * 0x100000001B3ULL;
-        second = (second ^ byte) * 0x00000100000001B3ULL + 0x9E3779B97F4A7C15ULL;
-    }
-    return with_version(mix64(first), mix64(second ^ rotate_left(first, 17)), 8);
+    detail::Sha256 hash;
+    hash.update(bytes_of_tag(content_tag));
+    hash.update(bytes);
+    const MessageId id = id_of_digest(hash.finish());
+    CHOREO_ASSERT(!id.is_nil());
+    CHOREO_ASSERT(id.version() == 8);
+    return id;
 }
 
 MessageId IdGenerator::next() {
