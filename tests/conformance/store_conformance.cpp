@@ -21,6 +21,38 @@ void PrintTo(const DeadLetter& letter, std::ostream* out) {
          << " attempts=" << letter.attempts << "}";
 }
 
+void PrintTo(const PromiseRow& row, std::ostream* out) {
+    *out << "PromiseRow{" << row.id << " " << promise_state_name(row.state) << " value=\"" << text_of(row.value)
+         << "\" created=" << row.created_at_ms << " deadline=" << row.deadline_ms << " settled=" << row.settled_at_ms
+         << "}";
+}
+
+void PrintTo(const ExecutionRow& row, std::ostream* out) {
+    *out << "ExecutionRow{" << row.id << " " << execution_state_name(row.state) << " function=" << row.function
+         << " args=" << row.args.size() << " bytes reply_to=" << row.reply_to.to_string() << " depth=" << row.depth
+         << " created=" << row.created_at_ms << " finished=" << row.finished_at_ms << "}";
+}
+
+namespace {
+
+// execution.h names kinds and states but not statuses: a printer has to.
+std::string_view history_status_text(HistoryStatus status) {
+    switch (status) {
+        case HistoryStatus::started: return "started";
+        case HistoryStatus::completed: return "completed";
+        case HistoryStatus::failed: return "failed";
+    }
+    return "?";
+}
+
+}  // namespace
+
+void PrintTo(const HistoryRecord& record, std::ostream* out) {
+    *out << "HistoryRecord{" << record.execution_id << "@" << record.position << " "
+         << history_kind_name(record.kind) << " " << record.name << " " << history_status_text(record.status)
+         << " payload=\"" << text_of(record.payload) << "\"}";
+}
+
 }  // namespace choreo
 
 namespace choreo::conformance {

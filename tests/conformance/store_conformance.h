@@ -95,6 +95,11 @@ protected:
     std::optional<std::int64_t> position(std::string_view stream);
     std::vector<DeadLetter> letters(std::string_view after_key = "", std::size_t limit = 100);
     PurgeResult purge(const PurgeRequest& request);
+    std::optional<PromiseRow> promise(std::string_view id);
+    std::vector<std::string> timers(std::string_view after_id, std::size_t limit);  // their ids
+    std::optional<ExecutionRow> execution(std::string_view id);
+    std::vector<std::string> running_ids(std::string_view after_id = "", std::size_t limit = 100);
+    std::vector<HistoryRecord> history_of(std::string_view execution_id, std::size_t limit = 100);
 
     std::unique_ptr<StoreHarness> harness_;
     std::unique_ptr<Store> store_;
@@ -108,4 +113,7 @@ inline void PrintTo(const MessageId& id, std::ostream* out) { *out << id.to_stri
 inline void PrintTo(StatusCode code, std::ostream* out) { *out << status_code_name(code); }
 void PrintTo(const OutboxRow& row, std::ostream* out);
 void PrintTo(const DeadLetter& letter, std::ostream* out);
+void PrintTo(const PromiseRow& row, std::ostream* out);
+void PrintTo(const ExecutionRow& row, std::ostream* out);
+void PrintTo(const HistoryRecord& record, std::ostream* out);
 }  // namespace choreo

@@ -6,7 +6,9 @@
 //   - keyed state written by handlers;
 //   - outbox rows: messages committed for sending, kept until their send is confirmed;
 //   - consumed positions per stream (Kafka partition offsets);
-//   - dead letters: refused input with the reason and the raw bytes.
+//   - dead letters: refused input with the reason and the raw bytes;
+//   - durable promises (choreo/promise.h): created once, settled once;
+//   - durable function executions and their histories (choreo/execution.h).
 // The kernel reads through this interface first (dedup) and the runtime writes last (commit).
 //
 // Threading: a Store is used by one runtime thread at a time; adapters may allow concurrent
@@ -28,7 +30,9 @@
 #include "choreo/address.h"
 #include "choreo/bytes.h"
 #include "choreo/clock.h"
+#include "choreo/execution.h"
 #include "choreo/ids.h"
+#include "choreo/promise.h"
 #include "choreo/status.h"
 
 namespace choreo {
@@ -100,16 +104,30 @@ struct CommitBatch {
     // Upserts by key, also within one batch: attempts add up, last_seen moves on, reason and
     // detail become the newest, first_seen and the raw bytes stay those first stored.
     std::vector<DeadLetter> dead_letters;
+    // Created before the batch's settles apply. An id already present keeps its first row.
+    std::vector<PromiseRow> promises_created;
+    // Applied in order to pending promises only: the first settle wins, later ones and settles
+    // of unknown ids are ignored (the kernel decides and reports conflicts before it commits).
+    std::vector<PromiseSettle> promises_settled;
+    // Upserts by id: the whole row is replaced (an execution moves from running to finished);
+    // within one batch the last row for an id wins.
+    std::vector<ExecutionRow> executions;
+    // Upserts by (execution_id, position): a step's start record is replaced by its result;
+    // within one batch the last record for a key wins.
+    std::vector<HistoryRecord> history;
 
     bool empty() const {
         return dedup.empty() && state.empty() && outbox.empty() && outbox_settled.empty() &&
-               positions.empty() && dead_letters.empty();
+               positions.empty() && dead_letters.empty() && promises_created.empty() &&
+               promises_settled.empty() && executions.empty() && history.empty();
     }
 };
 
 struct PurgeRequest {
     TimeMs dedup_sent_before_ms = 0;     // purge dedup rows with sent_at < this; horizon moves here
     TimeMs outbox_settled_before_ms = 0; // purge settled outbox rows settled before this
+    TimeMs promise_settled_before_ms = 0; // purge settled promises settled before this
+    TimeMs execution_finished_before_ms = 0;  // purge finished executions (and their history)
     std::size_t rows_max = 1000;         // bound on rows deleted by one call
 };
 
@@ -127,6 +145,12 @@ public:
     // Input with sent_at below the horizon and no dedup row is refused (design §4.1).
     virtual Result<TimeMs> dedup_horizon() = 0;
     virtual Result<std::optional<Bytes>> load_state(std::string_view key) = 0;
+    // Durable functions' records (choreo/execution.h, choreo/promise.h).
+    virtual Result<std::optional<PromiseRow>> find_promise(std::string_view id) = 0;
+    virtual Result<std::optional<ExecutionRow>> find_execution(std::string_view id) = 0;
+    // The execution's history in position order, at most `limit` records.
+    virtual Result<std::vector<HistoryRecord>> load_history(std::string_view execution_id,
+                                                            std::size_t limit) = 0;
 };
 
 class Store : public StoreReader {
@@ -156,9 +180,22 @@ public:
                                                          std::size_t limit) = 0;
     virtual Status delete_dead_letter(std::string_view key) = 0;
 
+    // Pending promises that have a deadline, in id order after `after_id` ("" = from the start):
+    // the timers a runtime arms again after a restart.
+    virtual Result<std::vector<PromiseRow>> pending_promises_with_deadline(std::string_view after_id,
+                                                                           std::size_t limit) = 0;
+
+    // Running executions in id order after `after_id`: what a runtime resumes after a restart.
+    virtual Result<std::vector<ExecutionRow>> running_executions(std::string_view after_id,
+                                                                 std::size_t limit) = 0;
+
     // Deletes at most rows_max rows: dedup rows with sent_at < dedup_sent_before_ms (raising
     // the horizon to that value in the same atomic write, never lowering it) and settled outbox
-    // rows settled before outbox_settled_before_ms. Never deletes an unsettled outbox row.
+    // rows settled before outbox_settled_before_ms, and settled promises settled before
+    // promise_settled_before_ms, and finished executions (with their whole history) finished
+    // before execution_finished_before_ms. Never deletes an unsettled outbox row, a pending
+    // promise or a running execution. A purge stopped by rows_max may leave a finished
+    // execution with part of its history (the next pass ends it), never history without its row.
     // The horizon may reach the cutoff before every row below it is gone (more = true): that is
     // safe, since a remembered id is a duplicate whatever its sent_at.
     virtual Result<PurgeResult> purge(const PurgeRequest& request) = 0;

@@ -1,6 +1,7 @@
 #include "choreo/durability/memory_store.h"
 
 #include <algorithm>
+#include <iterator>
 
 namespace choreo {
 
@@ -88,6 +89,88 @@ void MemoryStore::apply(const CommitBatch& batch) {
         kept.last_seen_ms = std::max(kept.last_seen_ms, letter.last_seen_ms);
         kept.attempts += letter.attempts;
     }
+    apply_promises(batch);
+    apply_executions(batch);
+}
+
+void MemoryStore::apply_promises(const CommitBatch& batch) {
+    for (const PromiseRow& row : batch.promises_created) {
+        CHOREO_ASSERT(row.state == PromiseState::pending);
+        promises_.emplace(row.id, row);  // create is idempotent: the first row stays
+    }
+    for (const PromiseSettle& settle : batch.promises_settled) {
+        auto row = promises_.find(settle.id);
+        if (row == promises_.end() || row->second.state != PromiseState::pending) continue;
+        apply_settle(row->second, settle);  // first settle wins
+    }
+}
+
+// Both are upserts applied in batch order, so within one batch the last row for a key wins.
+void MemoryStore::apply_executions(const CommitBatch& batch) {
+    for (const ExecutionRow& row : batch.executions) {
+        CHOREO_ASSERT(!row.id.empty());
+        if (row.state == ExecutionState::running) CHOREO_ASSERT(row.finished_at_ms == 0);
+        executions_.insert_or_assign(row.id, row);  // the whole row: running -> finished
+    }
+    for (const HistoryRecord& record : batch.history) {
+        CHOREO_ASSERT(!record.execution_id.empty());
+        // A step's `started` record is replaced by its `completed` or `failed` one.
+        history_[record.execution_id].insert_or_assign(record.position, record);
+    }
+}
+
+Result<std::optional<ExecutionRow>> MemoryStore::find_execution(std::string_view id) {
+    std::lock_guard lock{mutex_};
+    CHOREO_RETURN_IF_ERROR(check_open());
+    auto found = executions_.find(id);
+    if (found == executions_.end()) return std::optional<ExecutionRow>{};
+    CHOREO_ASSERT(found->second.id == id);
+    return std::optional<ExecutionRow>{found->second};
+}
+
+Result<std::vector<ExecutionRow>> MemoryStore::running_executions(std::string_view after_id,
+                                                                  std::size_t limit) {
+    std::lock_guard lock{mutex_};
+    CHOREO_RETURN_IF_ERROR(check_open());
+    std::vector<ExecutionRow> rows;
+    for (auto row = executions_.upper_bound(after_id); row != executions_.end() && rows.size() < limit; ++row) {
+        if (row->second.state == ExecutionState::running) rows.push_back(row->second);
+    }
+    CHOREO_ASSERT(rows.size() <= limit);
+    return rows;
+}
+
+Result<std::vector<HistoryRecord>> MemoryStore::load_history(std::string_view execution_id, std::size_t limit) {
+    std::lock_guard lock{mutex_};
+    CHOREO_RETURN_IF_ERROR(check_open());
+    std::vector<HistoryRecord> records;
+    auto found = history_.find(execution_id);
+    if (found == history_.end()) return records;
+    CHOREO_ASSERT(!found->second.empty());
+    for (auto record = found->second.begin(); record != found->second.end() && records.size() < limit; ++record) {
+        CHOREO_ASSERT(record->second.position == record->first);
+        records.push_back(record->second);
+    }
+    return records;
+}
+
+Result<std::optional<PromiseRow>> MemoryStore::find_promise(std::string_view id) {
+    std::lock_guard lock{mutex_};
+    CHOREO_RETURN_IF_ERROR(check_open());
+    auto found = promises_.find(id);
+    if (found == promises_.end()) return std::optional<PromiseRow>{};
+    return std::optional<PromiseRow>{found->second};
+}
+
+Result<std::vector<PromiseRow>> MemoryStore::pending_promises_with_deadline(std::string_view after_id,
+                                                                            std::size_t limit) {
+    std::lock_guard lock{mutex_};
+    CHOREO_RETURN_IF_ERROR(check_open());
+    std::vector<PromiseRow> rows;
+    for (auto row = promises_.upper_bound(after_id); row != promises_.end() && rows.size() < limit; ++row) {
+        if (row->second.state == PromiseState::pending && row->second.deadline_ms != 0) rows.push_back(row->second);
+    }
+    return rows;
 }
 
 Result<std::optional<OutboxRow>> MemoryStore::find_outbox(const MessageId& id) {
@@ -152,6 +235,15 @@ Result<PurgeResult> MemoryStore::purge(const PurgeRequest& request) {
         dedup_by_sent_at_.erase(dedup_by_sent_at_.begin());
         result.rows_deleted++;
     }
+    if (!purge_outbox(request, result)) return result;
+    if (!purge_promises(request, result)) return result;
+    purge_executions(request, result);
+    CHOREO_ASSERT(result.rows_deleted <= request.rows_max);
+    return result;
+}
+
+// Each returns false when rows_max stopped it (result.more is then set).
+bool MemoryStore::purge_outbox(const PurgeRequest& request, PurgeResult& result) {
     for (auto row = outbox_.begin(); row != outbox_.end();) {
         const bool expired = row->second.settled && row->second.settled_at_ms < request.outbox_settled_before_ms;
         if (!expired) {
@@ -160,12 +252,69 @@ Result<PurgeResult> MemoryStore::purge(const PurgeRequest& request) {
         }
         if (result.rows_deleted == request.rows_max) {
             result.more = true;
-            return result;
+            return false;
         }
         row = outbox_.erase(row);  // settled rows only: an unsettled row is never purged
         result.rows_deleted++;
     }
-    return result;
+    return true;
+}
+
+bool MemoryStore::purge_promises(const PurgeRequest& request, PurgeResult& result) {
+    for (auto row = promises_.begin(); row != promises_.end();) {
+        const bool expired = row->second.state != PromiseState::pending &&
+                             row->second.settled_at_ms < request.promise_settled_before_ms;
+        if (!expired) {
+            ++row;
+            continue;
+        }
+        if (result.rows_deleted == request.rows_max) {
+            result.more = true;
+            return false;
+        }
+        row = promises_.erase(row);  // settled only: a pending promise is never purged
+        result.rows_deleted++;
+    }
+    return true;
+}
+
+bool MemoryStore::purge_executions(const PurgeRequest& request, PurgeResult& result) {
+    for (auto row = executions_.begin(); row != executions_.end();) {
+        const bool expired = row->second.state != ExecutionState::running &&
+                             row->second.finished_at_ms < request.execution_finished_before_ms;
+        if (!expired) {
+            ++row;  // running, however old: never purged, nor its history
+            continue;
+        }
+        // The history goes first and the row last: a call that rows_max stops halfway leaves a
+        // finished row, which the next call finds and finishes, never history without its row.
+        if (!purge_history(row->first, request, result)) return false;
+        if (result.rows_deleted == request.rows_max) {
+            result.more = true;
+            return false;
+        }
+        row = executions_.erase(row);
+        result.rows_deleted++;
+    }
+    return true;
+}
+
+// Deletes from the last position down, so a history cut short by rows_max is still a prefix.
+bool MemoryStore::purge_history(const std::string& execution_id, const PurgeRequest& request,
+                                PurgeResult& result) {
+    auto found = history_.find(execution_id);
+    if (found == history_.end()) return true;
+    std::map<std::uint32_t, HistoryRecord>& records = found->second;
+    while (!records.empty()) {
+        if (result.rows_deleted == request.rows_max) {
+            result.more = true;
+            return false;
+        }
+        records.erase(std::prev(records.end()));
+        result.rows_deleted++;
+    }
+    history_.erase(found);  // no empty inner map is left behind
+    return true;
 }
 
 void MemoryStore::inject_crash(CrashPoint point) {

@@ -40,6 +40,14 @@ public:
     Result<std::vector<DeadLetter>> dead_letters(std::string_view after_key, std::size_t limit) override;
     Status delete_dead_letter(std::string_view key) override;
     Result<PurgeResult> purge(const PurgeRequest& request) override;
+    Result<std::optional<PromiseRow>> find_promise(std::string_view id) override;
+    Result<std::vector<PromiseRow>> pending_promises_with_deadline(std::string_view after_id,
+                                                                   std::size_t limit) override;
+    Result<std::optional<ExecutionRow>> find_execution(std::string_view id) override;
+    Result<std::vector<ExecutionRow>> running_executions(std::string_view after_id,
+                                                         std::size_t limit) override;
+    Result<std::vector<HistoryRecord>> load_history(std::string_view execution_id,
+                                                    std::size_t limit) override;
 
     // Fault injection.
     void inject_crash(CrashPoint point);
@@ -55,6 +63,12 @@ public:
 private:
     Status check_open() const;
     void apply(const CommitBatch& batch);
+    void apply_promises(const CommitBatch& batch);
+    void apply_executions(const CommitBatch& batch);
+    bool purge_outbox(const PurgeRequest& request, PurgeResult& result);
+    bool purge_promises(const PurgeRequest& request, PurgeResult& result);
+    bool purge_executions(const PurgeRequest& request, PurgeResult& result);
+    bool purge_history(const std::string& execution_id, const PurgeRequest& request, PurgeResult& result);
 
     mutable std::mutex mutex_;
     bool crashed_ = false;
@@ -69,6 +83,11 @@ private:
     std::map<MessageId, OutboxRow> outbox_;
     std::map<std::string, std::int64_t, std::less<>> positions_;
     std::map<std::string, DeadLetter, std::less<>> dead_letters_;
+    std::map<std::string, PromiseRow, std::less<>> promises_;
+    std::map<std::string, ExecutionRow, std::less<>> executions_;
+    // execution id -> position -> record; an execution without records has no entry (never an
+    // empty inner map), so "has history" is one lookup.
+    std::map<std::string, std::map<std::uint32_t, HistoryRecord>, std::less<>> history_;
 };
 
 }  // namespace choreo
