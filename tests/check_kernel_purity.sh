@@ -10,7 +10,8 @@ deps_of() {  # the real paths of every header a translation unit (on stdin) incl
   "$cxx" -std=c++20 -I"$include_dir" -x c++ -M - | tr ' \\' '\n\n' | grep -E '^/' | xargs -r realpath | sort -u
 }
 failed=0
-for header in kernel.h codec.h store.h transport.h envelope.h ids.h clock.h random.h status.h; do
+for header in kernel.h codec.h store.h transport.h envelope.h ids.h clock.h random.h status.h promise.h \
+              durable.h execution.h task.h detail/sha256.h; do
   deps=$(echo "#include \"choreo/$header\"" | deps_of)
   project_headers=$(echo "$deps" | grep "^$include_dir/" || true)
   # The standard headers the project's headers name directly are checked by name...
@@ -24,7 +25,8 @@ for header in kernel.h codec.h store.h transport.h envelope.h ids.h clock.h rand
     echo "choreo/$header reaches forbidden headers:"; echo "$bad"; failed=1
   fi
 done
-for source in kernel.cpp codec.cpp ids.cpp msgpack_wire.cpp address.cpp status.cpp; do
+for source in kernel.cpp kernel_durable.cpp durable.cpp execution.cpp codec.cpp ids.cpp sha256.cpp \
+              msgpack_wire.cpp address.cpp status.cpp promise.cpp; do
   if grep -nE 'system_clock|steady_clock|high_resolution_clock|random_device|[^_a-z]rand\(|[^_a-z]time\(|getenv|fopen|std::cout|std::cerr|printf' "$source_dir/$source"; then
     echo "choreo/src/$source uses the wall clock, global randomness or I/O"; failed=1
   fi

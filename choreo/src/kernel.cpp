@@ -1,5 +1,7 @@
 #include "choreo/kernel.h"
 
+#include "kernel_batch.h"
+
 #include <algorithm>
 #include <limits>
 #include <unordered_map>
@@ -18,6 +20,11 @@ std::string_view trace_kind_name(TraceKind kind) {
         case TraceKind::originated: return "originated";
         case TraceKind::confirmed: return "confirmed";
         case TraceKind::send_dead_lettered: return "send_dead_lettered";
+        case TraceKind::execution_started: return "execution_started";
+        case TraceKind::execution_completed: return "execution_completed";
+        case TraceKind::execution_failed: return "execution_failed";
+        case TraceKind::settle_conflict: return "settle_conflict";
+        case TraceKind::timer_fired: return "timer_fired";
     }
     CHOREO_UNREACHABLE();
 }
@@ -70,60 +77,13 @@ void StepContext::reply(std::string_view kind, Bytes body, const SendOptions& op
 
 // ---- Kernel::Batch: the state of one step ---------------------------------------------------
 
-namespace {
-
-// One input offered to handlers: a new delivery, or a handler retry that fell due.
-struct Candidate {
-    std::vector<DeliveryTag> tags;
-    ByteView bytes;  // into the step's inputs or the kernel's retry queue: both outlive the step
-    std::optional<StreamPosition> position;
-    std::uint32_t attempts_before = 0;
-    std::optional<Envelope> envelope;  // set when the bytes decoded
-    Status decode_status;
-};
-
-enum class HandlerOutcome { applied, rejected, failed, store_failed };
-
-}  // namespace
-
-class Kernel::Batch {
-public:
-    Batch(Kernel& kernel, StoreReader& store, TimeMs now_ms) : kernel_(kernel), store_(store) {
-        effects.now_ms = now_ms;
-    }
-    Status run(const StepInputs& inputs);
-    BatchEffects effects;
-
-private:
-    void settle_confirmed(const std::vector<MessageId>& confirmed);
-    void dead_letter_exhausted_sends();
-    void originate(const Origination& origination);
-    std::vector<Candidate> gather_candidates(const std::vector<Delivery>& deliveries);
-    Status process(Candidate& candidate, bool known, TimeMs horizon_ms);
-    HandlerOutcome run_handler(Candidate& candidate, const Handler& handler, std::string& reason,
-                               std::string& detail);
-    bool merge_step(StepContext& context, const Envelope& input, std::string& reason,
-                    std::string& detail);
-    void resolve(Candidate& candidate, TraceKind kind, std::string reason);
-    void dead_letter(Candidate& candidate, std::string_view reason, std::string detail);
-    void schedule_retry(Candidate& candidate, std::string error);
-    bool add_outbox_row(Envelope envelope, std::string& reason, std::string& detail);
-    void hold_position(const StreamPosition& position);
-    void finish_positions();
-
-    Kernel& kernel_;
-    StoreReader& store_;
-    std::map<std::string, std::optional<Bytes>, std::less<>> state_;  // this batch's writes
-    std::unordered_set<MessageId, MessageIdHash> applied_;
-    std::unordered_set<MessageId, MessageIdHash> outbox_ids_;
-    std::map<std::string, std::int64_t> position_resolved_;   // stream -> next offset
-    std::map<std::string, std::int64_t> position_unresolved_; // stream -> lowest pending offset
-};
-
 Status Kernel::Batch::run(const StepInputs& inputs) {
     settle_confirmed(inputs.confirmed);
     dead_letter_exhausted_sends();
     for (const Origination& origination : inputs.originated) originate(origination);
+    CHOREO_RETURN_IF_ERROR(record_step_results(inputs.step_results));
+    for (const std::string& execution_id : inputs.resume_executions) to_replay_.insert(execution_id);
+    CHOREO_RETURN_IF_ERROR(fire_due_timers());
 
     std::vector<Candidate> candidates = gather_candidates(inputs.deliveries);
     std::vector<MessageId> ids;
@@ -142,6 +102,7 @@ Status Kernel::Batch::run(const StepInputs& inputs) {
         CHOREO_RETURN_IF_ERROR(process(candidate, known, *horizon_ms));
     }
     CHOREO_ASSERT(decoded_index == ids.size());
+    CHOREO_RETURN_IF_ERROR(replay_marked());
     finish_positions();
     return Status{};
 }
@@ -190,6 +151,12 @@ void Kernel::Batch::originate(const Origination& origination) {
     const std::string kind = envelope.kind;
     std::string reason;
     std::string detail;
+    if (origination.promise) {  // a start(): the promise it will await, in the same commit
+        PromiseRow promise = *origination.promise;
+        promise.created_at_ms = effects.now_ms;
+        promises_.insert_or_assign(promise.id, promise);
+        effects.commit.promises_created.push_back(std::move(promise));
+    }
     if (add_outbox_row(std::move(envelope), reason, detail)) {
         effects.trace.push_back({TraceKind::originated, id, kind, {}});
     } else {
@@ -266,6 +233,8 @@ Status Kernel::Batch::process(Candidate& candidate, bool known, TimeMs horizon_m
         dead_letter(candidate, refusal::deadline_exceeded, "deadline " + std::to_string(envelope.deadline_ms));
         return Status{};
     }
+    if (envelope.kind == invoke_kind) return handle_invoke(candidate);
+    if (envelope.kind == resume_kind) return handle_resume(candidate);
     auto handler = kernel_.handlers_.find(envelope.kind);
     if (handler == kernel_.handlers_.end()) {
         dead_letter(candidate, refusal::unknown_kind, "no handler for '" + envelope.kind + "'");
@@ -285,11 +254,7 @@ Status Kernel::Batch::process(Candidate& candidate, bool known, TimeMs horizon_m
     std::string reason;
     std::string detail;
     switch (run_handler(candidate, handler->second, reason, detail)) {
-        case HandlerOutcome::applied:
-            applied_.insert(envelope.id);
-            effects.commit.dedup.push_back({envelope.id, envelope.sent_at_ms});
-            resolve(candidate, TraceKind::applied, {});
-            return Status{};
+        case HandlerOutcome::applied: resolve_applied(candidate); return Status{};
         case HandlerOutcome::rejected: dead_letter(candidate, reason, detail); return Status{};
         case HandlerOutcome::failed: schedule_retry(candidate, detail); return Status{};
         case HandlerOutcome::store_failed: return aborted_error("store_read_failed", detail);
@@ -385,6 +350,13 @@ bool Kernel::Batch::add_outbox_row(Envelope envelope, std::string& reason, std::
     return true;
 }
 
+void Kernel::Batch::resolve_applied(Candidate& candidate) {
+    const Envelope& envelope = *candidate.envelope;
+    applied_.insert(envelope.id);
+    effects.commit.dedup.push_back({envelope.id, envelope.sent_at_ms});
+    resolve(candidate, TraceKind::applied, {});
+}
+
 void Kernel::Batch::resolve(Candidate& candidate, TraceKind kind, std::string reason) {
     const MessageId id = candidate.envelope ? candidate.envelope->id : MessageId{};
     const std::string message_kind = candidate.envelope ? candidate.envelope->kind : std::string{};
@@ -462,9 +434,14 @@ void Kernel::Batch::finish_positions() {
 
 // ---- Kernel ------------------------------------------------------------------------------
 
-Kernel::Kernel(KernelOptions options, const HandlerTable& handlers, const Clock& clock, Random& random,
-               Router& router)
-    : options_(std::move(options)), handlers_(handlers), clock_(clock), random_(random), router_(router),
+Kernel::Kernel(KernelOptions options, const HandlerTable& handlers, const FunctionTable& functions,
+               const Clock& clock, Random& random, Router& router)
+    : options_(std::move(options)),
+      handlers_(handlers),
+      functions_(functions),
+      clock_(clock),
+      random_(random),
+      router_(router),
       ids_(clock, random) {
     CHOREO_ASSERT(options_.self.is_unicast());
     CHOREO_ASSERT(options_.handler_attempts_max >= 1);
@@ -484,7 +461,16 @@ Result<BatchEffects> Kernel::step(const StepInputs& inputs, StoreReader& store) 
     return std::move(batch.effects);
 }
 
-void Kernel::committed(const BatchEffects& effects) {
+void Kernel::committed(BatchEffects& effects) {
+    for (const auto& timer : effects.timers_done) timers_.erase(timer);
+    for (const auto& timer : effects.timers_added) timers_.insert(timer);
+    for (const std::string& execution_id : effects.steps_finished) steps_in_flight_.erase(execution_id);
+    for (ParkedFrame& frame : effects.parked) {
+        const std::string execution_id = frame.run->execution().id;
+        CHOREO_ASSERT(!steps_in_flight_.contains(execution_id));  // one step at a time
+        steps_in_flight_.emplace(execution_id, std::move(frame));
+    }
+    effects.parked.clear();
     for (const OutboxSettle& settle : effects.commit.outbox_settled) unsettled_.erase(settle.id);
     for (const OutboxRow& row : effects.commit.outbox) {
         CHOREO_ASSERT(!row.settled);
@@ -493,6 +479,14 @@ void Kernel::committed(const BatchEffects& effects) {
     for (const MessageId& id : effects.retries_done) retries_.erase(id);
     for (const HandlerRetry& retry : effects.retries) retries_.insert_or_assign(retry.id, retry);
     CHOREO_ASSERT(retries_.size() <= options_.handler_retries_pending_max);
+}
+
+void Kernel::restore_timers(const std::vector<PromiseRow>& rows) {
+    for (const PromiseRow& row : rows) {
+        CHOREO_ASSERT(row.state == PromiseState::pending);
+        CHOREO_ASSERT(row.deadline_ms > 0);
+        timers_.emplace(row.deadline_ms, row.id);
+    }
 }
 
 void Kernel::restore_unsettled(std::vector<OutboxRow> rows) {
@@ -541,6 +535,7 @@ bool Kernel::has_due_work() const {
     for (const auto& [id, retry] : retries_) {
         if (retry.due_ms <= now_ms) return true;
     }
+    if (!timers_.empty() && timers_.begin()->first <= now_ms) return true;
     for (const auto& [id, pending] : unsettled_) {
         if (pending.attempts >= options_.send_attempts_max && pending.next_attempt_ms <= now_ms) return true;
     }
@@ -551,6 +546,7 @@ TimeMs Kernel::next_due_ms() const {
     TimeMs earliest = std::numeric_limits<TimeMs>::max();
     for (const auto& [id, retry] : retries_) earliest = std::min(earliest, retry.due_ms);
     for (const auto& [id, pending] : unsettled_) earliest = std::min(earliest, pending.next_attempt_ms);
+    if (!timers_.empty()) earliest = std::min(earliest, timers_.begin()->first);
     return earliest;
 }
 

@@ -27,7 +27,14 @@ Service::Service(ServiceOptions options, Transport& transport, Store& store, con
       clock_(clock),
       random_(random),
       router_(transport),
-      kernel_(options_.kernel, handlers_, clock_, random_, router_) {
+      kernel_(options_.kernel, handlers_, functions_, clock_, random_, router_),
+      workers_(std::make_unique<StepWorkers>(options_.step_workers_max, [this](StepResult result) {
+          {
+              std::lock_guard lock{mutex_};
+              step_results_.push_back(std::move(result));
+          }
+          transport_.wake();
+      })) {
     CHOREO_ASSERT(options_.batch_size_max >= 1);
     CHOREO_ASSERT(options_.batch_delay_us_max >= 0);
     CHOREO_ASSERT(options_.idle_wait_us_max >= 0);
@@ -51,6 +58,15 @@ void Service::on_step(std::string_view kind, Handler handler) {
     CHOREO_ASSERT(inserted);  // one handler per kind
 }
 
+void Service::register_function(std::string_view name, DurableFunction function) {
+    CHOREO_ASSERT(!started_);
+    CHOREO_ASSERT(Address::valid_name(name));
+    const bool inserted = functions_.emplace(std::string(name), std::move(function)).second;
+    CHOREO_ASSERT(inserted);  // one function per name
+}
+
+Result<std::optional<PromiseRow>> Service::result(std::string_view id) { return store_.find_promise(id); }
+
 void Service::set_observer(std::function<void(const TraceEvent&)> observer) {
     CHOREO_ASSERT(!started_);
     observer_ = std::move(observer);
@@ -61,13 +77,17 @@ Status Service::post(Address to, std::string kind, Bytes body, SendOptions optio
     if (kind.empty() || kind.size() > options_.kernel.limits.kind_bytes_max) {
         return invalid_argument_error("invalid_kind", "kind is empty or too long");
     }
+    return post_origination({std::move(to), std::move(kind), std::move(body), std::move(options)});
+}
+
+Status Service::post_origination(Origination origination) {
     if (stopping_.load()) return closed_error("stopped", "the service was stopped");
     {
         std::lock_guard lock{mutex_};
         if (posted_.size() >= options_.posted_max) {
             return transient_error("post_backlog_full", std::to_string(posted_.size()) + " posts wait for a batch");
         }
-        posted_.push_back({std::move(to), std::move(kind), std::move(body), std::move(options)});
+        posted_.push_back(std::move(origination));
     }
     transport_.wake();
     return Status{};
@@ -112,8 +132,38 @@ Status Service::start() {
         kernel_.restore_unsettled(std::move(page).value());
         if (count < options_.outbox_restore_page_max) break;
     }
+    CHOREO_RETURN_IF_ERROR(restore_timers());
+    CHOREO_RETURN_IF_ERROR(restore_executions());
     started_ = true;
     return Status{};
+}
+
+// A timer outlives a crash: pending promises with deadlines are armed again.
+Status Service::restore_timers() {
+    std::string after;
+    for (;;) {
+        Result<std::vector<PromiseRow>> page = store_.pending_promises_with_deadline(after, options_.restore_page_max);
+        if (!page.ok()) return page.status();
+        if (page->empty()) return Status{};
+        after = page->back().id;
+        kernel_.restore_timers(*page);
+        if (page->size() < options_.restore_page_max) return Status{};
+    }
+}
+
+// A crash and a sleep are the same interruption: every running execution is replayed, and runs
+// on until it blocks again (a step started before the crash runs again, or, at most once, reports
+// step_outcome_unknown).
+Status Service::restore_executions() {
+    std::string after;
+    for (;;) {
+        Result<std::vector<ExecutionRow>> page = store_.running_executions(after, options_.restore_page_max);
+        if (!page.ok()) return page.status();
+        if (page->empty()) return Status{};
+        after = page->back().id;
+        for (const ExecutionRow& execution : *page) carried_.resume_executions.push_back(execution.id);
+        if (page->size() < options_.restore_page_max) return Status{};
+    }
 }
 
 Result<bool> Service::run_once(std::int64_t wait_us) {
@@ -131,6 +181,8 @@ Result<bool> Service::run_once(std::int64_t wait_us) {
         std::lock_guard lock{mutex_};
         for (Origination& origination : posted_) inputs.originated.push_back(std::move(origination));
         posted_.clear();
+        for (StepResult& result : step_results_) inputs.step_results.push_back(std::move(result));
+        step_results_.clear();
     }
     Status gathered = gather(inputs, wait_us);
     if (!gathered.ok()) {
@@ -146,10 +198,10 @@ Result<bool> Service::run_once(std::int64_t wait_us) {
     } else {
         keep_for_retry(inputs);  // backing off, or input waiting for room: not run now
     }
-    Status sent = send_due();
-    if (!sent.ok()) return sent;
+    Result<std::size_t> sent = send_due();
+    if (!sent.ok()) return sent.status();
     CHOREO_RETURN_IF_ERROR(purge_if_due());
-    return worked;
+    return worked || *sent > 0;
 }
 
 bool Service::has_room() const {
@@ -163,7 +215,10 @@ bool Service::backing_off() const { return commit_retry_at_ms_ > clock_.now_ms()
 // until confirmations make room, so a service under backpressure waits instead of spinning.
 bool Service::ready_to_step(const StepInputs& inputs) const {
     if (backing_off()) return false;
-    if (!inputs.confirmed.empty() || !inputs.originated.empty()) return true;
+    if (!inputs.confirmed.empty() || !inputs.originated.empty() || !inputs.step_results.empty() ||
+        !inputs.resume_executions.empty()) {
+        return true;
+    }
     return (!inputs.deliveries.empty() && has_room()) || kernel_.has_due_work();
 }
 
@@ -217,6 +272,8 @@ Status Service::commit(BatchEffects& effects) {
     commit_retry_at_ms_ = 0;
     kernel_.committed(effects);
     for (Delivery& delivery : effects.deferred) carried_.deliveries.push_back(std::move(delivery));
+    for (std::string& execution_id : effects.replays_deferred) carried_.resume_executions.push_back(std::move(execution_id));
+    dispatch_steps(effects);
     if (!effects.acks.empty()) {
         // An ack that does not arrive only causes a redelivery, which the dedup table drops.
         Status acked = transport_.acknowledge(effects.acks);
@@ -246,15 +303,23 @@ Result<bool> Service::retry_later(Status failure, StepInputs& inputs) {
     return true;
 }
 
+// After the commit, so a step's start is durable before its callable runs.
+void Service::dispatch_steps(BatchEffects& effects) {
+    for (StepDispatch& dispatch : effects.dispatches) workers_->submit(std::move(dispatch));
+    effects.dispatches.clear();
+}
+
 void Service::keep_for_retry(StepInputs& inputs) {
     for (Delivery& delivery : inputs.deliveries) carried_.deliveries.push_back(std::move(delivery));
     for (const MessageId& id : inputs.confirmed) carried_.confirmed.push_back(id);
     for (Origination& origination : inputs.originated) carried_.originated.push_back(std::move(origination));
+    for (StepResult& result : inputs.step_results) carried_.step_results.push_back(std::move(result));
+    for (std::string& execution_id : inputs.resume_executions) carried_.resume_executions.push_back(std::move(execution_id));
 }
 
-Status Service::send_due() {
+Result<std::size_t> Service::send_due() {
     std::vector<MessageId> due = kernel_.take_sends_due(options_.sends_per_batch_max);
-    if (due.empty()) return Status{};
+    if (due.empty()) return std::size_t{0};
     std::vector<OutgoingMessage> messages;
     messages.reserve(due.size());
     for (const MessageId& id : due) messages.push_back(kernel_.outgoing(id));
@@ -267,7 +332,7 @@ Status Service::send_due() {
         stats_.sends += count;
     }
     if (!accepted.ok() && accepted.status().code() == StatusCode::closed) return accepted.status();
-    return Status{};
+    return count;
 }
 
 Status Service::purge_if_due() {
@@ -277,6 +342,7 @@ Status Service::purge_if_due() {
     PurgeRequest request;
     request.dedup_sent_before_ms = std::max<TimeMs>(0, now_ms - retention.dedup_retention_ms);
     request.outbox_settled_before_ms = std::max<TimeMs>(0, now_ms - retention.outbox_retention_ms);
+    request.promise_settled_before_ms = std::max<TimeMs>(0, now_ms - retention.promise_retention_ms);
     request.rows_max = retention.purge_rows_max;
     Result<PurgeResult> purged = store_.purge(request);
     if (!purged.ok()) {
@@ -303,6 +369,11 @@ void Service::record(const BatchEffects& effects) {
                 case TraceKind::retry_scheduled: stats_.retries++; break;
                 case TraceKind::confirmed: stats_.confirmed++; break;
                 case TraceKind::originated: break;
+                case TraceKind::execution_started: stats_.executions_started++; break;
+                case TraceKind::execution_completed: stats_.executions_completed++; break;
+                case TraceKind::execution_failed: stats_.executions_failed++; break;
+                case TraceKind::settle_conflict: stats_.settle_conflicts++; break;
+                case TraceKind::timer_fired: stats_.timers_fired++; break;
             }
         }
     }

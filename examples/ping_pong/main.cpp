@@ -121,5 +121,5 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(ping_stats.confirmed),
                 static_cast<unsigned long long>(pong_stats.applied),
                 static_cast<unsigned long long>(pong_stats.duplicates));
-    return 0;
+    return served_count == rounds && pong_stats.duplicates == 1 ? 0 : 1;
 }

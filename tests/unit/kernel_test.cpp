@@ -31,6 +31,13 @@ public:
         if (fail_state) return Status(transient_error("busy"));
         return store_.load_state(key);
     }
+    Result<std::optional<PromiseRow>> find_promise(std::string_view id) override { return store_.find_promise(id); }
+    Result<std::optional<ExecutionRow>> find_execution(std::string_view id) override {
+        return store_.find_execution(id);
+    }
+    Result<std::vector<HistoryRecord>> load_history(std::string_view id, std::size_t limit) override {
+        return store_.load_history(id, limit);
+    }
     bool fail_dedup = false;
     bool fail_state = false;
 
@@ -43,7 +50,7 @@ protected:
     KernelTest() { options_.self = Address::unicast("orders", "1"); }
 
     Kernel& kernel() {
-        if (!kernel_) kernel_ = std::make_unique<Kernel>(options_, handlers_, clock_, random_, router_);
+        if (!kernel_) kernel_ = std::make_unique<Kernel>(options_, handlers_, functions_, clock_, random_, router_);
         return *kernel_;
     }
     Envelope envelope(std::uint64_t n, std::string kind = "add", std::string to = "orders") {
@@ -82,6 +89,7 @@ protected:
 
     KernelOptions options_;
     HandlerTable handlers_;
+    FunctionTable functions_;
     ManualClock clock_{start_ms};
     SeededRandom random_{7};
     FixedRouter router_;

@@ -21,6 +21,7 @@
 #include <exception>
 #include <functional>
 #include <map>
+#include <set>
 #include <optional>
 #include <span>
 #include <string>
@@ -30,6 +31,7 @@
 #include "choreo/address.h"
 #include "choreo/bytes.h"
 #include "choreo/clock.h"
+#include "choreo/durable.h"
 #include "choreo/envelope.h"
 #include "choreo/ids.h"
 #include "choreo/limits.h"
@@ -86,6 +88,10 @@ struct KernelOptions {
     std::size_t sends_per_step_max = 1024;
     std::size_t state_value_bytes_max = 1024 * 1024;
     std::size_t dead_letter_raw_bytes_max = 1024 * 1024;
+    ExecutionLimits executions{};
+    std::size_t timers_per_step_max = 1024;        // due timers fired in one step
+    std::size_t replays_per_step_max = 4096;       // executions replayed in one step
+    std::size_t steps_in_flight_max = 1024;        // durable function steps running on workers
 };
 
 struct SendOptions {
@@ -147,13 +153,19 @@ struct Origination {
     std::string kind;
     Bytes body;
     SendOptions options;
+    std::optional<PromiseRow> promise{};  // created in the same commit (a Client's start)
 };
 
 struct StepInputs {
     std::vector<Delivery> deliveries;
     std::vector<MessageId> confirmed;
     std::vector<Origination> originated;
-    bool empty() const { return deliveries.empty() && confirmed.empty() && originated.empty(); }
+    std::vector<StepResult> step_results{};         // durable function steps back from workers
+    std::vector<std::string> resume_executions{};   // replay these (running ones, at start-up)
+    bool empty() const {
+        return deliveries.empty() && confirmed.empty() && originated.empty() && step_results.empty() &&
+               resume_executions.empty();
+    }
 };
 
 enum class TraceKind {
@@ -164,6 +176,11 @@ enum class TraceKind {
     originated,       // a message posted by the application
     confirmed,        // an outbox row's send was confirmed
     send_dead_lettered,
+    execution_started,
+    execution_completed,   // its promise resolved
+    execution_failed,      // its promise rejected (reason: the error, or nondeterminism)
+    settle_conflict,       // a settle that came after a different one: reported, not applied
+    timer_fired,
 };
 std::string_view trace_kind_name(TraceKind kind);
 
@@ -172,6 +189,7 @@ struct TraceEvent {
     MessageId id;          // the input's id (nil for undecodable input), or the sent id
     std::string message_kind;
     std::string reason;    // for dead letters and retries
+    std::string subject{}; // the execution or promise id, for durable function events
     friend bool operator==(const TraceEvent&, const TraceEvent&) = default;
 };
 
@@ -194,21 +212,32 @@ struct BatchEffects {
     std::vector<HandlerRetry> retries;     // new or renewed handler retries
     std::vector<MessageId> retries_done;   // ids whose pending retry is settled this step
     std::vector<TraceEvent> trace;
+    // Durable functions: steps to run after the commit, the frames they need alive, timers.
+    std::vector<StepDispatch> dispatches;
+    std::vector<ParkedFrame> parked;
+    std::vector<std::string> steps_finished;            // executions whose in-flight step returned
+    std::vector<std::pair<TimeMs, std::string>> timers_added;
+    std::vector<std::pair<TimeMs, std::string>> timers_done;  // fired or settled otherwise
+    std::vector<std::string> replays_deferred;          // over a bound: replay in a later step
 };
 
 class Kernel {
 public:
-    Kernel(KernelOptions options, const HandlerTable& handlers, const Clock& clock, Random& random,
-           Router& router);
+    Kernel(KernelOptions options, const HandlerTable& handlers, const FunctionTable& functions, const Clock& clock,
+           Random& random, Router& router);
 
     // Runs one batch. Fails only when a store read fails (the batch may be stepped again).
     // Does not change the kernel: call committed() once the commit succeeded.
     Result<BatchEffects> step(const StepInputs& inputs, StoreReader& store);
-    // The effects are durable: move the kernel's memory on (outbox, retries).
-    void committed(const BatchEffects& effects);
+    // The effects are durable: move the kernel's memory on (outbox, retries, timers, frames).
+    void committed(BatchEffects& effects);
 
     // Unsettled outbox rows found at start-up; they are retransmitted as if just committed.
     void restore_unsettled(std::vector<OutboxRow> rows);
+    // Pending promises with deadlines found at start-up: their timers are armed again.
+    void restore_timers(const std::vector<PromiseRow>& rows);
+    std::size_t timers_pending() const { return timers_.size(); }
+    std::size_t steps_in_flight() const { return steps_in_flight_.size(); }
     // Ids whose send is due now, oldest first, at most `limit`; each counts as an attempt.
     std::vector<MessageId> take_sends_due(std::size_t limit);
     // The transport did not accept these: try again soon, without counting the attempt.
@@ -237,12 +266,15 @@ private:
 
     KernelOptions options_;
     const HandlerTable& handlers_;
+    const FunctionTable& functions_;
     const Clock& clock_;
     Random& random_;
     Router& router_;
     IdGenerator ids_;
     std::map<MessageId, PendingSend> unsettled_;
     std::map<MessageId, HandlerRetry> retries_;
+    std::set<std::pair<TimeMs, std::string>> timers_;       // (due, promise id)
+    std::map<std::string, ParkedFrame, std::less<>> steps_in_flight_;  // by execution id
 };
 
 }  // namespace choreo

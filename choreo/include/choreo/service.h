@@ -34,6 +34,8 @@
 #include <vector>
 
 #include "choreo/context.h"
+#include "choreo/functions.h"
+#include "choreo/step_workers.h"
 #include "choreo/kernel.h"
 #include "choreo/store.h"
 #include "choreo/system.h"
@@ -44,6 +46,7 @@ namespace choreo {
 struct RetentionOptions {
     TimeMs dedup_retention_ms = 7LL * 24 * 3600 * 1000;  // ids remembered this long (by sent_at)
     TimeMs outbox_retention_ms = 24LL * 3600 * 1000;     // settled outbox rows kept this long
+    TimeMs promise_retention_ms = 7LL * 24 * 3600 * 1000; // settled promises kept this long
     TimeMs purge_interval_ms = 1000;
     std::size_t purge_rows_max = 1000;                    // per purge pass
 };
@@ -59,6 +62,8 @@ struct ServiceOptions {
     TimeMs commit_retry_delay_ms_max = 1000;
     std::size_t outbox_restore_page_max = 1000;
     std::size_t posted_max = 10'000;          // post() calls waiting for the next batch
+    std::size_t step_workers_max = 4;         // threads for durable function steps; 0: inline
+    std::size_t restore_page_max = 1000;      // timers and executions read per page at start
     KernelOptions kernel{};        // `kernel.self` is set from name and instance
     RetentionOptions retention{};
 };
@@ -73,6 +78,11 @@ struct ServiceStats {
     std::uint64_t sends = 0;           // transport sends, retransmissions included
     std::uint64_t confirmed = 0;
     std::uint64_t commit_failures = 0;
+    std::uint64_t executions_started = 0;
+    std::uint64_t executions_completed = 0;
+    std::uint64_t executions_failed = 0;
+    std::uint64_t settle_conflicts = 0;
+    std::uint64_t timers_fired = 0;
 };
 
 namespace detail {
@@ -109,9 +119,27 @@ public:
     void on(std::string_view kind, F handler);
     void on_step(std::string_view kind, Handler handler);
 
+    // Registers a durable function, before the service runs: `fn(DurableContext&, Args)`
+    // returning choreo::Task<R> (choreo/functions.h). Callers reach it with ctx.call or start().
+    template <typename F>
+    void function(std::string_view name, F fn) {
+        register_function(name, make_durable_function(std::move(fn)));
+    }
+    void register_function(std::string_view name, DurableFunction function);
+
+    // Starts durable function `function` on service `to` as execution `id` (the same id twice is
+    // the same execution), from outside any function. Its settlement comes back to this service,
+    // where result() reads it. Any thread.
+    template <typename Args>
+    Status start(std::string_view to, std::string_view function, std::string id, const Args& args);
+    // The promise of an execution started from here (or run here): pending until it settles.
+    // Any thread, if the store allows concurrent readers (the memory store does).
+    Result<std::optional<PromiseRow>> result(std::string_view id);
+
     // Runs batches until stop() or a fatal error (the store or transport cannot go on).
     Status run();
-    // Runs at most one batch, waiting up to wait_us for input. True when it did any work.
+    // Runs at most one batch, waiting up to wait_us for input. True when it did any work (ran a
+    // batch or handed messages to the transport).
     Result<bool> run_once(std::int64_t wait_us);
     // Asks run() to return after the batch in flight. Any thread.
     void stop();
@@ -146,6 +174,10 @@ private:
     Service(ServiceOptions options, Transport& transport, Store& store, std::unique_ptr<SystemClock> clock,
             std::unique_ptr<SystemRandom> random);
     Status start();
+    Status restore_timers();
+    Status restore_executions();
+    Status post_origination(Origination origination);
+    void dispatch_steps(BatchEffects& effects);
     Status gather(StepInputs& inputs, std::int64_t wait_us);
     Status receive_into(StepInputs& inputs, std::int64_t timeout_us);
     std::int64_t idle_wait_us(std::int64_t wait_us) const;
@@ -155,7 +187,7 @@ private:
     Status commit(BatchEffects& effects);
     Result<bool> retry_later(Status failure, StepInputs& inputs);
     void keep_for_retry(StepInputs& inputs);
-    Status send_due();
+    Result<std::size_t> send_due();  // how many the transport took
     Status purge_if_due();
     void record(const BatchEffects& effects);
 
@@ -169,7 +201,9 @@ private:
     Random& random_;
     TransportRouter router_;
     HandlerTable handlers_;
+    FunctionTable functions_;
     Kernel kernel_;
+    std::unique_ptr<StepWorkers> workers_;  // after kernel_: joined before parked frames go
 
     bool started_ = false;
     Status fatal_;
@@ -183,6 +217,7 @@ private:
     std::atomic<bool> stopping_{false};
     mutable std::mutex mutex_;              // guards posted_ and stats_
     std::vector<Origination> posted_;
+    std::vector<StepResult> step_results_;   // from step workers
     ServiceStats stats_;
 };
 
@@ -204,6 +239,21 @@ void Service::on(std::string_view kind, F handler) {
             handler(context, body.value());
         });
     }
+}
+
+template <typename Args>
+Status Service::start(std::string_view to, std::string_view function, std::string id, const Args& args) {
+    Result<Address> address = Address::parse(to);
+    if (!address.ok()) return address.status();
+    if (!valid_promise_id(id)) return invalid_argument_error("invalid_promise_id", "bad execution id");
+    Origination origination;
+    origination.to = std::move(address).value();
+    origination.kind = invoke_kind;
+    origination.body = encode_invoke({std::string(function), pack(args), 0});
+    origination.options.promise = id;
+    origination.options.correlation = id;
+    origination.promise = make_pending_promise(std::move(id), 0, 0);
+    return post_origination(std::move(origination));
 }
 
 template <typename T>
