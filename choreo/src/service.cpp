@@ -343,6 +343,7 @@ Status Service::purge_if_due() {
     request.dedup_sent_before_ms = std::max<TimeMs>(0, now_ms - retention.dedup_retention_ms);
     request.outbox_settled_before_ms = std::max<TimeMs>(0, now_ms - retention.outbox_retention_ms);
     request.promise_settled_before_ms = std::max<TimeMs>(0, now_ms - retention.promise_retention_ms);
+    request.execution_finished_before_ms = std::max<TimeMs>(0, now_ms - retention.execution_retention_ms);
     request.rows_max = retention.purge_rows_max;
     Result<PurgeResult> purged = store_.purge(request);
     if (!purged.ok()) {

@@ -93,6 +93,23 @@ TEST_P(StoreConformance, PurgeDeletesSettledPromisesNeverPendingOnes) {
     EXPECT_TRUE(promise("waiting").has_value());  // pending, however old
 }
 
+TEST_P(StoreConformance, PurgeKeepsChildPromisesOfARunningExecution) {
+    CommitBatch batch;
+    ExecutionRow running{"job", "f", {}, {}, 0, ExecutionState::running, at(0), 0};
+    ExecutionRow finished{"done", "f", {}, {}, 0, ExecutionState::completed, at(0), at(50)};
+    batch.executions = {running, finished};
+    batch.promises_created = {pending("job.0"), pending("done.0"), pending("loose")};
+    batch.promises_settled = {{"job.0", PromiseState::resolved, {}, at(10)},
+                              {"done.0", PromiseState::resolved, {}, at(10)},
+                              {"loose", PromiseState::resolved, {}, at(10)}};
+    ASSERT_TRUE(commits(batch));
+    (void)purge({.dedup_sent_before_ms = 0, .outbox_settled_before_ms = 0,
+                 .promise_settled_before_ms = at(1'000'000), .rows_max = 100});
+    EXPECT_TRUE(promise("job.0").has_value());  // "job" still runs and replays against it
+    EXPECT_EQ(promise("done.0"), std::nullopt);
+    EXPECT_EQ(promise("loose"), std::nullopt);
+}
+
 TEST_P(StoreConformance, PromisesSurviveACrash) {
     CommitBatch batch;
     batch.promises_created = {pending("e7", at(900)), pending("e7.0")};

@@ -47,6 +47,7 @@ struct RetentionOptions {
     TimeMs dedup_retention_ms = 7LL * 24 * 3600 * 1000;  // ids remembered this long (by sent_at)
     TimeMs outbox_retention_ms = 24LL * 3600 * 1000;     // settled outbox rows kept this long
     TimeMs promise_retention_ms = 7LL * 24 * 3600 * 1000; // settled promises kept this long
+    TimeMs execution_retention_ms = 7LL * 24 * 3600 * 1000; // finished executions (and history)
     TimeMs purge_interval_ms = 1000;
     std::size_t purge_rows_max = 1000;                    // per purge pass
 };

@@ -192,7 +192,8 @@ public:
     // Deletes at most rows_max rows: dedup rows with sent_at < dedup_sent_before_ms (raising
     // the horizon to that value in the same atomic write, never lowering it) and settled outbox
     // rows settled before outbox_settled_before_ms, and settled promises settled before
-    // promise_settled_before_ms, and finished executions (with their whole history) finished
+    // promise_settled_before_ms (except children `<e>.<n>` of an execution e still running: its
+    // replays read them), and finished executions (with their whole history) finished
     // before execution_finished_before_ms. Never deletes an unsettled outbox row, a pending
     // promise or a running execution. A purge stopped by rows_max may leave a finished
     // execution with part of its history (the next pass ends it), never history without its row.

@@ -260,10 +260,19 @@ bool MemoryStore::purge_outbox(const PurgeRequest& request, PurgeResult& result)
     return true;
 }
 
+bool MemoryStore::owned_by_running_execution(std::string_view promise_id) const {
+    const std::optional<std::string_view> parent = parent_execution_id(promise_id);
+    if (!parent) return false;
+    auto execution = executions_.find(*parent);
+    return execution != executions_.end() && execution->second.state == ExecutionState::running;
+}
+
 bool MemoryStore::purge_promises(const PurgeRequest& request, PurgeResult& result) {
     for (auto row = promises_.begin(); row != promises_.end();) {
+        // A running execution replays against its children's promises: they stay while it runs.
         const bool expired = row->second.state != PromiseState::pending &&
-                             row->second.settled_at_ms < request.promise_settled_before_ms;
+                             row->second.settled_at_ms < request.promise_settled_before_ms &&
+                             !owned_by_running_execution(row->first);
         if (!expired) {
             ++row;
             continue;

@@ -67,6 +67,7 @@ private:
     void apply_executions(const CommitBatch& batch);
     bool purge_outbox(const PurgeRequest& request, PurgeResult& result);
     bool purge_promises(const PurgeRequest& request, PurgeResult& result);
+    bool owned_by_running_execution(std::string_view promise_id) const;
     bool purge_executions(const PurgeRequest& request, PurgeResult& result);
     bool purge_history(const std::string& execution_id, const PurgeRequest& request, PurgeResult& result);
 
