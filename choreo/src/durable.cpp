@@ -15,6 +15,15 @@ ExecutionRun::ExecutionRun(ExecutionRow execution, std::map<std::uint32_t, Histo
     CHOREO_ASSERT(execution_.state == ExecutionState::running);
 }
 
+std::string ExecutionRun::child_id(std::uint32_t position) const {
+    std::string id = execution_.id + "." + std::to_string(position);
+    if (!valid_promise_id(id)) {  // every level of nesting adds ".<n>" to the id
+        throw DurableError(std::string(durable_error::promise_id_too_long),
+                           "child promise id of " + std::to_string(id.size()) + " bytes");
+    }
+    return id;
+}
+
 void ExecutionRun::fail_nondeterministic(std::string detail) {
     nondeterminism_ = std::move(detail);
     throw DurableError(std::string(durable_error::nondeterminism), nondeterminism_);
@@ -49,6 +58,11 @@ HistoryRecord& ExecutionRun::record_new(HistoryKind kind, std::string_view name)
 }
 
 std::optional<Bytes> ExecutionRun::step(std::string_view name, const StepOptions& options, StepCallable callable) {
+    if (dispatch.has_value()) {  // one step runs at a time: the function awaits each before the next
+        throw DurableError(std::string(durable_error::steps_not_awaited),
+                           "step '" + std::string(name) + "' was asked for before step '" + dispatch->name +
+                               "' was awaited");
+    }
     const std::uint32_t position = next_position_;
     if (const HistoryRecord* record = expect(HistoryKind::step, name)) {
         if (record->status == HistoryStatus::completed) return record->payload;
@@ -62,7 +76,6 @@ std::optional<Bytes> ExecutionRun::step(std::string_view name, const StepOptions
     } else {
         record_new(HistoryKind::step, name);  // the start is committed before the callable runs
     }
-    CHOREO_ASSERT(!dispatch.has_value());  // one step at a time: the function awaits each
     dispatch = StepDispatch{execution_.id, position, std::string(name), std::move(callable)};
     blocked_ = true;
     return std::nullopt;
@@ -72,7 +85,7 @@ std::string ExecutionRun::call(const Address& to, std::string_view function, Byt
     CHOREO_ASSERT(options.timeout_ms >= 0);
     const std::string name = to.to_string() + " " + std::string(function);
     const std::uint32_t position = next_position_;
-    const std::string promise_id = child_promise_id(execution_.id, position);
+    const std::string promise_id = child_id(position);
     if (expect(HistoryKind::call, name) != nullptr) return promise_id;
     if (execution_.depth + 1 > limits_.call_depth_max) {
         throw DurableError(std::string(durable_error::call_depth_exceeded),
@@ -89,7 +102,7 @@ std::string ExecutionRun::call(const Address& to, std::string_view function, Byt
 
 std::string ExecutionRun::sleep_until(TimeMs due_ms) {
     const std::uint32_t position = next_position_;
-    const std::string promise_id = child_promise_id(execution_.id, position);
+    const std::string promise_id = child_id(position);
     if (expect(HistoryKind::sleep, "sleep") != nullptr) return promise_id;  // due as first recorded
     record_new(HistoryKind::sleep, "sleep");
     new_promises.push_back(make_timer_promise(promise_id, now_ms_, std::max<TimeMs>(due_ms, 1)));
@@ -107,7 +120,7 @@ std::optional<PromiseRow> ExecutionRun::settled(std::string_view promise_id) {
     Result<std::optional<PromiseRow>> row = promises_(promise_id);
     if (!row.ok()) {
         store_failure_ = row.status();
-        throw DurableError("store_read_failed", row.status().to_string());
+        throw DurableError(std::string(durable_error::store_read_failed), row.status().to_string());
     }
     if (!row->has_value()) {
         for (const PromiseRow& created : new_promises) {

@@ -84,6 +84,7 @@ Status Kernel::Batch::run(const StepInputs& inputs) {
     CHOREO_RETURN_IF_ERROR(record_step_results(inputs.step_results));
     for (const std::string& execution_id : inputs.resume_executions) to_replay_.insert(execution_id);
     CHOREO_RETURN_IF_ERROR(fire_due_timers());
+    CHOREO_RETURN_IF_ERROR(reject_pending_calls());
 
     std::vector<Candidate> candidates = gather_candidates(inputs.deliveries);
     std::vector<MessageId> ids;
@@ -133,6 +134,7 @@ void Kernel::Batch::dead_letter_exhausted_sends() {
         effects.commit.dead_letters.push_back(std::move(letter));
         effects.commit.outbox_settled.push_back({id, effects.now_ms, OutboxOutcome::dead_lettered});
         effects.trace.push_back({TraceKind::send_dead_lettered, id, {}, std::string(refusal::send_attempts_exhausted)});
+        reject_undeliverable_call(pending.row);
     }
 }
 
@@ -382,6 +384,9 @@ void Kernel::Batch::dead_letter(Candidate& candidate, std::string_view reason, s
     letter.raw.assign(candidate.bytes.begin(), candidate.bytes.begin() + static_cast<std::ptrdiff_t>(kept));
     letter.first_seen_ms = letter.last_seen_ms = effects.now_ms;
     letter.attempts = 1;
+    if (candidate.envelope && candidate.envelope->kind == invoke_kind) {
+        answer_refused_invoke(*candidate.envelope, reason, letter.detail);  // the caller must not wait forever
+    }
     effects.commit.dead_letters.push_back(std::move(letter));
     resolve(candidate, TraceKind::dead_lettered, std::string(reason));
 }

@@ -54,7 +54,10 @@ private:
     Status replay(const std::string& execution_id);
     bool merge_run(ExecutionRun& run);
     Status finish_execution(ExecutionRow execution, PromiseState state, Bytes value);
-    void send_settlement(const ExecutionRow& execution, PromiseState state, const Bytes& value);
+    void send_settlement(const ExecutionRow& execution, PromiseState state, const Bytes& value, const MessageId& id);
+    void answer_refused_invoke(const Envelope& invoke, std::string_view reason, const std::string& detail);
+    void reject_undeliverable_call(const OutboxRow& row);
+    Status reject_pending_calls();
     void settle_promise(PromiseRow row, const PromiseSettle& settle);
     void mark_replay(std::string_view promise_or_execution_id);
     Result<std::optional<PromiseRow>> load_promise(std::string_view id);
@@ -85,7 +88,7 @@ private:
     std::map<std::string, std::optional<ExecutionRow>, std::less<>> executions_;
     std::map<std::string, std::map<std::uint32_t, HistoryRecord>, std::less<>> histories_;
     std::set<std::string, std::less<>> to_replay_;
-    std::set<std::string, std::less<>> step_finished_;
+    std::vector<std::string> pending_call_rejections_;  // calls whose invoke could not be delivered
 };
 
 

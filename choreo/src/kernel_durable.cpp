@@ -2,6 +2,8 @@
 // and replaying executions until they block (choreo/durable.h).
 #include "kernel_batch.h"
 
+#include "choreo/codec.h"
+
 namespace choreo {
 namespace {
 
@@ -83,7 +85,9 @@ Status Kernel::Batch::handle_invoke(Candidate& candidate) {
         if (!own.ok()) return own.status();
         if (execution.state != ExecutionState::running && own->has_value() &&
             (*own)->state != PromiseState::pending) {
-            send_settlement(execution, (*own)->state, (*own)->value);
+            // A new answer to a new request: its id derives from the request's, so it is never a
+            // second outbox row under the first answer's id with a fresh sent_at (rule 3).
+            send_settlement(execution, (*own)->state, (*own)->value, derive_id(envelope.id, 0));
         }
         resolve_applied(candidate);
         return Status{};
@@ -158,7 +162,11 @@ Status Kernel::Batch::fire_due_timers() {
 Status Kernel::Batch::record_step_results(const std::vector<StepResult>& results) {
     for (const StepResult& result : results) {
         CHOREO_RETURN_IF_ERROR(load_history(result.execution_id));
-        effects.steps_finished.push_back(result.execution_id);
+        auto in_flight = kernel_.steps_in_flight_.find(result.execution_id);
+        if (in_flight != kernel_.steps_in_flight_.end() && in_flight->second.run->dispatch &&
+            in_flight->second.run->dispatch->position == result.position) {
+            effects.steps_finished.push_back(result.execution_id);  // only the step its frame waits for
+        }
         std::map<std::uint32_t, HistoryRecord>& history = histories_[result.execution_id];
         auto record = history.find(result.position);
         if (record == history.end() || record->second.kind != HistoryKind::step ||
@@ -209,6 +217,11 @@ Status Kernel::Batch::replay(const std::string& execution_id) {
     if (function == kernel_.functions_.end()) {
         return finish_execution(execution, PromiseState::rejected,
                                 bytes_of(std::string(durable_error::unknown_function) + ": " + execution.function));
+    }
+    if (execution.depth > kernel_.options_.executions.call_depth_max) {
+        return finish_execution(execution, PromiseState::rejected,
+                                bytes_of(std::string(durable_error::call_depth_exceeded) + ": depth " +
+                                         std::to_string(execution.depth)));
     }
     CHOREO_RETURN_IF_ERROR(load_history(execution_id));
     auto run = std::make_unique<ExecutionRun>(execution, histories_[execution_id], effects.now_ms,
@@ -278,6 +291,11 @@ Status Kernel::Batch::finish_execution(ExecutionRow execution, PromiseState stat
     if (!own.ok()) return own.status();
     PromiseRow final_row = own->value_or(make_pending_promise(execution.id, effects.now_ms, 0));
     if (!own->has_value()) effects.commit.promises_created.push_back(final_row);
+    if (final_row.state == PromiseState::pending && effective_state(final_row, effects.now_ms) != PromiseState::pending) {
+        settle_promise(final_row, timeout_settle(final_row));  // its deadline came first (rule 5)
+        final_row = *promises_.at(execution.id);
+        mark_replay(execution.id);
+    }
     if (final_row.state == PromiseState::pending) {
         settle_promise(final_row, {execution.id, state, value, effects.now_ms});
         final_row = *promises_.at(execution.id);
@@ -285,14 +303,56 @@ Status Kernel::Batch::finish_execution(ExecutionRow execution, PromiseState stat
     const TraceKind kind = state == PromiseState::resolved ? TraceKind::execution_completed : TraceKind::execution_failed;
     effects.trace.push_back({kind, {}, execution.function,
                              state == PromiseState::resolved ? std::string{} : std::string(text_of(value)), execution.id});
-    if (!execution.reply_to.empty()) send_settlement(execution, final_row.state, final_row.value);
+    if (!execution.reply_to.empty()) {
+        send_settlement(execution, final_row.state, final_row.value, settlement_message_id(execution.id));
+    }
     mark_replay(execution.id);  // a caller in this same store resumes at once
     put_execution(std::move(execution));
     return Status{};
 }
 
-void Kernel::Batch::send_settlement(const ExecutionRow& execution, PromiseState state, const Bytes& value) {
-    const MessageId id = settlement_message_id(execution.id);
+// A refused invoke is answered with a rejection, so the execution that called does not wait
+// for an answer that will never come.
+void Kernel::Batch::answer_refused_invoke(const Envelope& invoke, std::string_view reason, const std::string& detail) {
+    if (invoke.from.empty() || !valid_promise_id(invoke.promise)) return;  // nobody to tell
+    const MessageId id = derive_id(invoke.id, 0);
+    if (kernel_.unsettled_.contains(id) || outbox_ids_.contains(id)) return;
+    Envelope answer;
+    answer.id = id;
+    answer.kind = resume_kind;
+    answer.to = invoke.from;
+    answer.correlation = invoke.correlation;
+    answer.causation = invoke.id.to_string();
+    answer.promise = invoke.promise;
+    answer.body = encode_resume({PromiseState::rejected, bytes_of(std::string(reason) + ": " + detail)});
+    std::string unused_reason;
+    std::string unused_detail;
+    (void)add_outbox_row(std::move(answer), unused_reason, unused_detail);
+}
+
+// An invoke this service could not deliver (send attempts exhausted) rejects the call's promise.
+void Kernel::Batch::reject_undeliverable_call(const OutboxRow& row) {
+    Result<Envelope> sent = decode_envelope(row.bytes, kernel_.options_.limits);
+    CHOREO_ASSERT(sent.ok());  // this service encoded it
+    if (sent->kind != invoke_kind || !valid_promise_id(sent->promise)) return;
+    pending_call_rejections_.push_back(sent->promise);
+}
+
+Status Kernel::Batch::reject_pending_calls() {
+    for (const std::string& promise_id : pending_call_rejections_) {
+        Result<std::optional<PromiseRow>> row = load_promise(promise_id);
+        if (!row.ok()) return row.status();
+        if (!row->has_value() || (*row)->state != PromiseState::pending) continue;
+        settle_promise(**row, {promise_id, PromiseState::rejected,
+                               bytes_of(std::string(refusal::send_attempts_exhausted) + ": the invoke was not delivered"),
+                               effects.now_ms});
+        mark_replay(promise_id);
+    }
+    return Status{};
+}
+
+void Kernel::Batch::send_settlement(const ExecutionRow& execution, PromiseState state, const Bytes& value,
+                                    const MessageId& id) {
     if (kernel_.unsettled_.contains(id) || outbox_ids_.contains(id)) return;  // on its way already
     Envelope envelope;
     envelope.id = id;

@@ -49,7 +49,9 @@ Service::Service(ServiceOptions options, Transport& transport, Store& store, std
     own_random_ = std::move(random);
 }
 
-Service::~Service() = default;
+Service::~Service() {
+    workers_.reset();  // join the step threads while what they report into (mutex_, step_results_) lives
+}
 
 void Service::on_step(std::string_view kind, Handler handler) {
     CHOREO_ASSERT(!started_);  // handlers are registered before the service runs
@@ -215,10 +217,10 @@ bool Service::backing_off() const { return commit_retry_at_ms_ > clock_.now_ms()
 // until confirmations make room, so a service under backpressure waits instead of spinning.
 bool Service::ready_to_step(const StepInputs& inputs) const {
     if (backing_off()) return false;
-    if (!inputs.confirmed.empty() || !inputs.originated.empty() || !inputs.step_results.empty() ||
-        !inputs.resume_executions.empty()) {
-        return true;
-    }
+    if (!inputs.confirmed.empty() || !inputs.originated.empty() || !inputs.step_results.empty()) return true;
+    // Replays held back because every step slot is taken wait for a step to return.
+    const bool step_room = kernel_.steps_in_flight() < options_.kernel.steps_in_flight_max;
+    if (!inputs.resume_executions.empty() && step_room) return true;
     return (!inputs.deliveries.empty() && has_room()) || kernel_.has_due_work();
 }
 
@@ -275,9 +277,13 @@ Status Service::commit(BatchEffects& effects) {
     for (std::string& execution_id : effects.replays_deferred) carried_.resume_executions.push_back(std::move(execution_id));
     dispatch_steps(effects);
     if (!effects.acks.empty()) {
-        // An ack that does not arrive only causes a redelivery, which the dedup table drops.
+        // The batch is committed: whatever the ack does, its inputs must not run again here. An
+        // ack that fails only causes a redelivery, which the dedup table drops.
         Status acked = transport_.acknowledge(effects.acks);
-        if (!acked.ok() && acked.code() != StatusCode::closed) return acked;
+        if (!acked.ok()) {
+            std::lock_guard lock{mutex_};
+            stats_.ack_failures++;
+        }
     }
     record(effects);
     return Status{};

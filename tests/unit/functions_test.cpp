@@ -30,6 +30,7 @@ struct Node {
         store.recover();
         transport = std::make_unique<MemoryTransport>(network_, Address::unicast(name_, "1"));
         ServiceOptions options{.name = name_, .instance = "1", .batch_delay_us_max = 0, .step_workers_max = 0};
+        if (tune) tune(options);
         service = std::make_unique<Service>(options, *transport, store, clock_, random_);
         setup_(*service);
         crashed = false;
@@ -50,6 +51,7 @@ struct Node {
     const Clock& clock_;
     Random& random_;
     std::function<void(Service&)> setup_;
+    std::function<void(ServiceOptions&)> tune;  // set, then restart(), to change options
     MemoryStore store;
     std::unique_ptr<MemoryTransport> transport;
     std::unique_ptr<Service> service;
@@ -375,6 +377,54 @@ TEST_F(FunctionsTest, AnyReturnsTheFirstToSettle) {
     EXPECT_EQ(resolved_value<std::size_t>(app, "race-1"), 1u);
 }
 
+TEST_F(FunctionsTest, MisuseFailsTheExecutionNotTheService) {
+    node("worker", [](Service& svc) {
+        svc.function("two-steps-at-once", [](DurableContext& ctx, int) -> Task<int> {
+            auto first = ctx.step<int>("one", [] { return 1; });
+            auto second = ctx.step<int>("two", [] { return 2; });  // before the first was awaited
+            co_return co_await first + co_await second;
+        });
+        svc.function("nest", [](DurableContext& ctx, int n) -> Task<int> {
+            co_return co_await ctx.call<int>("worker", "nest", n + 1);  // ids grow until too long
+        });
+    });
+    Node& app = node("app");
+    ASSERT_TRUE(app.service->start("worker", "two-steps-at-once", "m-1", 0).ok());
+    ASSERT_TRUE(app.service->start("worker", "nest", "m-2", 0).ok());
+    settle();
+    for (const char* id : {"m-1", "m-2"}) {
+        std::optional<PromiseRow> row = result(app, id);
+        ASSERT_TRUE(row.has_value());
+        EXPECT_EQ(row->state, PromiseState::rejected) << id;
+    }
+    EXPECT_NE(std::string(text_of(result(app, "m-1")->value)).find("steps_not_awaited"), std::string::npos);
+    // Each level adds ".0" to the id: the id limit stops it first, inside the function that
+    // would nest too deep, and every caller above is rejected in turn.
+    EXPECT_NE(std::string(text_of(result(app, "m-2")->value)).find("promise_id_too_long"), std::string::npos);
+}
+
+TEST_F(FunctionsTest, ACallThatCannotBeDeliveredIsRejectedNotLeftWaiting) {
+    Node& caller = node("caller", [](Service& svc) {
+        svc.function("ask-nobody", [](DurableContext& ctx, int) -> Task<std::string> {
+            try {
+                co_return std::to_string(co_await ctx.call<int>("nobody", "anything", 0));
+            } catch (const DurableError& error) {
+                co_return error.detail();
+            }
+        });
+    });
+    caller.tune = [](ServiceOptions& options) { options.kernel.send_attempts_max = 3; };
+    caller.restart();
+    Node& app = node("app");
+    ASSERT_TRUE(app.service->start("caller", "ask-nobody", "lonely", 0).ok());
+    for (int round = 0; round < 10; round++) {
+        settle();
+        clock_.advance_ms(60'000);  // past every retransmission backoff
+    }
+    const std::string answer = resolved_value<std::string>(app, "lonely");
+    EXPECT_NE(answer.find("send_attempts_exhausted"), std::string::npos) << answer;
+}
+
 TEST_F(FunctionsTest, UnknownFunctionRejectsTheCall) {
     node("empty");
     Node& app = node("app");
@@ -450,7 +500,7 @@ TEST(FunctionsThreadedTest, ASlowStepDoesNotStallOtherExecutions) {
 }
 
 
-// REVIEW: a transport whose acknowledge() can be made to fail once (a broker hiccup after the
+// Regression (found in review): a transport whose acknowledge() can be made to fail once (a broker hiccup after the
 // store commit succeeded).
 class FlakyAckTransport final : public Transport {
 public:
@@ -474,7 +524,7 @@ private:
     Transport& inner_;
 };
 
-// REVIEW: Service::commit() returns the ack error after the store commit and kernel.committed()
+// Regression (found in review): Service::commit() returns the ack error after the store commit and kernel.committed()
 // succeeded; run_once() then treats the batch as failed and keeps its inputs for a retry, so the
 // posted message is originated again with a fresh id and applied twice downstream.
 TEST(FunctionsReviewTest, AFailedAckAfterACommitDoesNotSendAPostTwice) {
@@ -503,7 +553,7 @@ TEST(FunctionsReviewTest, AFailedAckAfterACommitDoesNotSendAPostTwice) {
     EXPECT_EQ(hellos, 1);
 }
 
-// REVIEW: the same failed ack re-feeds a step result that is already recorded. The kernel counts
+// Regression (found in review): the same failed ack re-feeds a step result that is already recorded. The kernel counts
 // the stale result as "the execution's step returned", erases the frame parked for the NEXT
 // step (still running on a worker) and lets the execution replay, which dispatches that running
 // step a second time.
@@ -566,7 +616,7 @@ TEST(FunctionsReviewTest, AFailedAckAfterACommitDoesNotDispatchAStepTwice) {
     worker.stop();
 }
 
-// REVIEW: ~Service destroys mutex_ and step_results_ (declared after workers_) before workers_
+// Regression (found in review): ~Service destroys mutex_ and step_results_ (declared after workers_) before workers_
 // joins its threads; a step still running then reports into destroyed members. Run under
 // -DCHOREO_SANITIZE=ON: ASan reports heap-use-after-free in Service's on_done lambda.
 TEST(FunctionsReviewTest, DestroyingAServiceWhileAStepRunsIsSafe) {
@@ -599,6 +649,30 @@ TEST(FunctionsReviewTest, DestroyingAServiceWhileAStepRunsIsSafe) {
         ASSERT_EQ(started.load(), 1);
         std::this_thread::sleep_for(std::chrono::milliseconds(20));  // "quick" has reported
     }  // the slow step is still running here
+}
+
+
+// Regression (found in review): child promise ids grow by ".<n>" per call; ExecutionRun::call/sleep_until build
+// "<execution>.<n>" and make_pending_promise asserts it is at most 256 bytes, so an execution
+// with a long (valid) id -- or a recursion about 126 deep -- aborts the process at its first call,
+// and again on every restart (it is replayed at start-up): a crash loop.
+TEST_F(FunctionsTest, ACallFromAnExecutionWithALongIdFailsTheExecutionNotTheProcess) {
+    EXPECT_EXIT(
+        {
+            node("calc", [](Service& svc) {
+                svc.function("inner", [](DurableContext&, int) -> Task<int> { co_return 1; });
+                svc.function("outer", [](DurableContext& ctx, int) -> Task<int> {
+                    co_return co_await ctx.call<int>("calc", "inner", 0);
+                });
+            });
+            Node& app = node("app");
+            const std::string id(255, 'x');
+            if (!app.service->start("calc", "outer", id, 0).ok()) std::exit(2);
+            settle();
+            std::optional<PromiseRow> row = result(app, id);
+            std::exit(row && row->state != PromiseState::pending ? 0 : 1);
+        },
+        ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

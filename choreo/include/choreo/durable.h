@@ -48,6 +48,10 @@ inline constexpr std::string_view invalid_arguments = "invalid_arguments";
 inline constexpr std::string_view invalid_result = "invalid_result";
 inline constexpr std::string_view unknown_function = "unknown_function";
 inline constexpr std::string_view history_too_long = "history_too_long";
+inline constexpr std::string_view promise_id_too_long = "promise_id_too_long";  // calls nested too deep
+inline constexpr std::string_view steps_not_awaited = "steps_not_awaited";      // a step made before the last was awaited
+inline constexpr std::string_view invalid_address = "invalid_address";
+inline constexpr std::string_view store_read_failed = "store_read_failed";      // the batch runs again
 }  // namespace durable_error
 
 // Thrown into a durable function where an await fails; uncaught, it rejects the execution.
@@ -152,6 +156,7 @@ public:
 private:
     const HistoryRecord* expect(HistoryKind kind, std::string_view name);  // the record at the next position
     HistoryRecord& record_new(HistoryKind kind, std::string_view name);
+    std::string child_id(std::uint32_t position) const;  // throws promise_id_too_long
     [[noreturn]] void fail_nondeterministic(std::string detail);
 
     ExecutionRow execution_;

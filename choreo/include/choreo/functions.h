@@ -237,7 +237,7 @@ public:
 private:
     static Address parse(std::string_view text) {
         Result<Address> address = Address::parse(text);
-        if (!address.ok()) throw DurableError("invalid_address", address.status().message());
+        if (!address.ok()) throw DurableError(std::string(durable_error::invalid_address), address.status().message());
         return std::move(address).value();
     }
     ExecutionRun& run_;

@@ -79,6 +79,7 @@ struct ServiceStats {
     std::uint64_t sends = 0;           // transport sends, retransmissions included
     std::uint64_t confirmed = 0;
     std::uint64_t commit_failures = 0;
+    std::uint64_t ack_failures = 0;    // committed, but the transport refused the ack (redelivered)
     std::uint64_t executions_started = 0;
     std::uint64_t executions_completed = 0;
     std::uint64_t executions_failed = 0;
