@@ -24,6 +24,35 @@ std::string ExecutionRun::child_id(std::uint32_t position) const {
     return id;
 }
 
+void ExecutionRun::rebind(TimeMs now_ms, PromiseReader promises, std::map<std::uint32_t, HistoryRecord> history) {
+    CHOREO_ASSERT(resumable());
+    CHOREO_ASSERT(now_ms >= now_ms_);
+    now_ms_ = now_ms;
+    promises_ = std::move(promises);
+    history_ = std::move(history);
+    new_records.clear();
+    new_promises.clear();
+    sends.clear();
+    store_failure_ = Status{};
+}
+
+bool ExecutionRun::parked_ready() {
+    CHOREO_ASSERT(resumable());
+    try {
+        return parked_ready_();
+    } catch (const DurableError&) {
+        return false;  // a failed store read: store_failure() tells the kernel
+    }
+}
+
+void ExecutionRun::resume_parked() {
+    CHOREO_ASSERT(resumable());
+    std::coroutine_handle<> handle = std::exchange(parked_handle_, {});
+    parked_ready_ = nullptr;
+    blocked_ = false;
+    handle.resume();
+}
+
 void ExecutionRun::fail_nondeterministic(std::string detail) {
     nondeterminism_ = std::move(detail);
     throw DurableError(std::string(durable_error::nondeterminism), nondeterminism_);

@@ -476,6 +476,17 @@ void Kernel::committed(BatchEffects& effects) {
         steps_in_flight_.emplace(execution_id, std::move(frame));
     }
     effects.parked.clear();
+    for (ParkedFrame& frame : effects.cached) {
+        const std::string execution_id = frame.run->execution().id;
+        if (steps_in_flight_.contains(execution_id)) continue;  // replayed and parked on a step meanwhile
+        cached_frames_.insert_or_assign(execution_id, std::make_pair(std::move(frame), ++cache_clock_));
+    }
+    effects.cached.clear();
+    while (cached_frames_.size() > options_.executions_cached_max) {  // evict the least recently used
+        auto oldest = std::min_element(cached_frames_.begin(), cached_frames_.end(),
+                                       [](const auto& a, const auto& b) { return a.second.second < b.second.second; });
+        cached_frames_.erase(oldest);
+    }
     for (const OutboxSettle& settle : effects.commit.outbox_settled) unsettled_.erase(settle.id);
     for (const OutboxRow& row : effects.commit.outbox) {
         CHOREO_ASSERT(!row.settled);

@@ -224,11 +224,29 @@ Status Kernel::Batch::replay(const std::string& execution_id) {
                                          std::to_string(execution.depth)));
     }
     CHOREO_RETURN_IF_ERROR(load_history(execution_id));
-    auto run = std::make_unique<ExecutionRun>(execution, histories_[execution_id], effects.now_ms,
-                                              kernel_.options_.executions,
-                                              [this](std::string_view id) { return load_promise(id); });
-    Task<Bytes> root = function->second(*run, execution.args);
-    root.resume();
+    ExecutionRun::PromiseReader reader = [this](std::string_view id) { return load_promise(id); };
+    std::unique_ptr<ExecutionRun> run;
+    std::optional<Task<Bytes>> cached_root;
+    if (auto cached = kernel_.cached_frames_.find(execution_id); cached != kernel_.cached_frames_.end()) {
+        ParkedFrame frame = std::move(cached->second.first);
+        kernel_.cached_frames_.erase(cached);
+        run = std::move(frame.run);
+        cached_root = std::move(frame.root);
+        run->rebind(effects.now_ms, reader, histories_[execution_id]);
+        const bool ready = run->parked_ready();
+        if (!run->store_failure().ok()) return run->store_failure();
+        if (!ready) {  // still waiting: nothing to do, and no replay needed
+            effects.cached.push_back(ParkedFrame{std::move(run), std::move(cached_root)});
+            return Status{};
+        }
+        run->resume_parked();  // the frame goes on from its await, with nothing replayed
+    } else {
+        run = std::make_unique<ExecutionRun>(execution, histories_[execution_id], effects.now_ms,
+                                             kernel_.options_.executions, reader);
+        cached_root = function->second(*run, execution.args);
+        cached_root->resume();
+    }
+    Task<Bytes>& root = *cached_root;
     if (!run->store_failure().ok()) return run->store_failure();
     if (run->nondeterministic()) {
         return finish_execution(execution, PromiseState::rejected,
@@ -245,7 +263,9 @@ Status Kernel::Batch::replay(const std::string& execution_id) {
     CHOREO_ASSERT(run->blocked());  // only an unanswered await suspends a durable function
     if (run->dispatch) {
         effects.dispatches.push_back(*run->dispatch);
-        effects.parked.push_back(ParkedFrame{std::move(run), std::move(root)});
+        effects.parked.push_back(ParkedFrame{std::move(run), std::move(cached_root)});
+    } else if (kernel_.options_.executions_cached_max > 0 && run->resumable()) {
+        effects.cached.push_back(ParkedFrame{std::move(run), std::move(cached_root)});
     }
     return Status{};
 }

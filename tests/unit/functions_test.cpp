@@ -278,6 +278,7 @@ TEST_F(FunctionsTest, NondeterminismFailsTheExecutionAndTheServiceGoesOn) {
     ASSERT_TRUE(app.service->start("worker", "wobbly", "w-1", 0).ok());
     ASSERT_TRUE(app.service->start("worker", "fickle", "f-1", 0).ok());
     settle();  // both asleep; both wake in one step, "f-1" replayed before "w-1"
+    worker.restart();  // nondeterminism shows in replays: after a restart (or a frame cache miss)
     clock_.advance_ms(2000);
     settle();
     std::optional<PromiseRow> wobbly = result(app, "w-1");
@@ -423,6 +424,38 @@ TEST_F(FunctionsTest, ACallThatCannotBeDeliveredIsRejectedNotLeftWaiting) {
     }
     const std::string answer = resolved_value<std::string>(app, "lonely");
     EXPECT_NE(answer.find("send_attempts_exhausted"), std::string::npos) << answer;
+}
+
+// The frame cache: a blocked frame resumes where it waited, instead of running from the top; a
+// restart (or a cache of size 0) replays from the history, with the same result.
+TEST_F(FunctionsTest, TheFrameCacheResumesInsteadOfReplaying) {
+    for (std::size_t cached_max : {std::size_t{1024}, std::size_t{0}}) {
+        SCOPED_TRACE("executions_cached_max " + std::to_string(cached_max));
+        nodes_.clear();
+        int starts = 0;  // how often the function ran from its top
+        Node& worker = node("worker", [&starts](Service& svc) {
+            svc.function("naps", [&starts](DurableContext& ctx, int) -> Task<int> {
+                starts++;
+                for (int nap = 0; nap < 3; nap++) co_await ctx.sleep_ms(1000);
+                co_return 7;
+            });
+        });
+        worker.tune = [cached_max](ServiceOptions& options) { options.kernel.executions_cached_max = cached_max; };
+        worker.restart();
+        Node& app = node("app");
+        ASSERT_TRUE(app.service->start("worker", "naps", "naps-1", 0).ok());
+        settle();
+        for (int nap = 0; nap < 2; nap++) {
+            clock_.advance_ms(1000);
+            settle();
+        }
+        EXPECT_EQ(starts, cached_max > 0 ? 1 : 3);
+        worker.restart();  // the cache is memory only: a restart replays once
+        clock_.advance_ms(1000);
+        settle();
+        EXPECT_EQ(starts, cached_max > 0 ? 2 : 4);  // the restart replay and the timer share a step
+        EXPECT_EQ(resolved_value<int>(app, "naps-1"), 7);
+    }
 }
 
 TEST_F(FunctionsTest, UnknownFunctionRejectsTheCall) {

@@ -14,6 +14,7 @@
 // The typed layer users see is choreo/functions.h (DurableContext). Runtime thread only.
 #pragma once
 
+#include <coroutine>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -137,6 +138,20 @@ public:
     std::optional<PromiseRow> settled(std::string_view promise_id);
     // Marks the execution blocked: an await could not be answered.
     void block() { blocked_ = true; }
+    // The frame cache: an await that blocked leaves its coroutine and a check of whether it can
+    // go on now. A later step rebinds the run and resumes the frame there, instead of replaying.
+    void park(std::coroutine_handle<> handle, std::function<bool()> ready) {
+        CHOREO_ASSERT(blocked_);
+        parked_handle_ = handle;
+        parked_ready_ = std::move(ready);
+    }
+    bool resumable() const { return parked_handle_ && !dispatch.has_value(); }
+    // For a cached frame in a new step: the step's time, reads and history; nothing new yet.
+    void rebind(TimeMs now_ms, PromiseReader promises, std::map<std::uint32_t, HistoryRecord> history);
+    // Whether the parked await can go on now (reads promises; may record a store failure).
+    bool parked_ready();
+    // Resumes the parked await; runs until the function completes or blocks again.
+    void resume_parked();
     // Throws DurableError for a promise that did not resolve.
     static void throw_unless_resolved(const PromiseRow& row);
 
@@ -168,6 +183,8 @@ private:
     bool blocked_ = false;
     std::string nondeterminism_;
     Status store_failure_;
+    std::coroutine_handle<> parked_handle_;
+    std::function<bool()> parked_ready_;
 };
 
 // The type-erased form the kernel runs (choreo/functions.h makes one): args in, result out.

@@ -47,7 +47,14 @@ public:
         if (!settled_) run_->block();
         return settled_.has_value();
     }
-    bool await_suspend(std::coroutine_handle<>) const noexcept { return true; }  // blocked
+    // Blocked: the frame may be kept (the frame cache) and resumed here once this is ready.
+    bool await_suspend(std::coroutine_handle<> handle) {
+        run_->park(handle, [this] {
+            settled_ = run_->settled(promise_id_);
+            return settled_.has_value();
+        });
+        return true;
+    }
     T await_resume() { return value_of(*settled_); }
 
     // The value of a settled promise, or DurableError when it did not resolve.
@@ -105,18 +112,23 @@ class AllAwaiter {
 public:
     AllAwaiter(ExecutionRun& run, std::vector<Future<T>> futures) : run_(run), futures_(std::move(futures)) {}
     bool await_ready() {
+        if (all_settled()) return true;
+        run_.block();
+        return false;
+    }
+    bool all_settled() {
         rows_.clear();
         for (Future<T>& future : futures_) {
             std::optional<PromiseRow> row = run_.settled(future.promise_id());
-            if (!row) {
-                run_.block();
-                return false;
-            }
+            if (!row) return false;
             rows_.push_back(std::move(*row));
         }
         return true;
     }
-    bool await_suspend(std::coroutine_handle<>) const noexcept { return true; }
+    bool await_suspend(std::coroutine_handle<> handle) {
+        run_.park(handle, [this] { return all_settled(); });
+        return true;
+    }
     std::vector<FutureValue<T>> await_resume() {
         std::vector<FutureValue<T>> values;
         values.reserve(rows_.size());
@@ -137,6 +149,12 @@ class AnyAwaiter {
 public:
     AnyAwaiter(ExecutionRun& run, std::vector<Future<T>> futures) : run_(run), futures_(std::move(futures)) {}
     bool await_ready() {
+        if (first_settled()) return true;
+        run_.block();
+        return false;
+    }
+    bool first_settled() {
+        first_.reset();
         for (std::size_t index = 0; index < futures_.size(); index++) {
             std::optional<PromiseRow> row = run_.settled(futures_[index].promise_id());
             if (row && (!first_ || row->settled_at_ms < first_->settled_at_ms)) {
@@ -144,10 +162,12 @@ public:
                 index_ = index;
             }
         }
-        if (!first_) run_.block();
         return first_.has_value();
     }
-    bool await_suspend(std::coroutine_handle<>) const noexcept { return true; }
+    bool await_suspend(std::coroutine_handle<> handle) {
+        run_.park(handle, [this] { return first_settled(); });
+        return true;
+    }
     std::pair<std::size_t, FutureValue<T>> await_resume() { return {index_, future_value<T>(*first_)}; }
 
 private:

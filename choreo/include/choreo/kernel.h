@@ -13,8 +13,9 @@
 //   transport.acknowledge(effects->acks); // acks only after the commit
 //   for (MessageId id : kernel.take_sends_due(limit)) transport.send(...kernel.outgoing(id));
 //
-// step() never changes the kernel (beyond drawing ids for originated messages), so a batch
-// whose commit fails can simply be stepped again.
+// step() never changes the kernel (beyond drawing ids for originated messages and taking frames
+// out of the frame cache, which is lossy), so a batch whose commit fails can simply be stepped
+// again.
 #pragma once
 
 #include <cstdint>
@@ -92,6 +93,7 @@ struct KernelOptions {
     std::size_t timers_per_step_max = 1024;        // due timers fired in one step
     std::size_t replays_per_step_max = 4096;       // executions replayed in one step
     std::size_t steps_in_flight_max = 1024;        // durable function steps running on workers
+    std::size_t executions_cached_max = 1024;      // blocked frames kept in memory; 0: always replay
 };
 
 struct SendOptions {
@@ -215,6 +217,7 @@ struct BatchEffects {
     // Durable functions: steps to run after the commit, the frames they need alive, timers.
     std::vector<StepDispatch> dispatches;
     std::vector<ParkedFrame> parked;
+    std::vector<ParkedFrame> cached;                     // blocked frames for the frame cache
     std::vector<std::string> steps_finished;            // executions whose in-flight step returned
     std::vector<std::pair<TimeMs, std::string>> timers_added;
     std::vector<std::pair<TimeMs, std::string>> timers_done;  // fired or settled otherwise
@@ -238,6 +241,7 @@ public:
     void restore_timers(const std::vector<PromiseRow>& rows);
     std::size_t timers_pending() const { return timers_.size(); }
     std::size_t steps_in_flight() const { return steps_in_flight_.size(); }
+    std::size_t frames_cached() const { return cached_frames_.size(); }
     // Ids whose send is due now, oldest first, at most `limit`; each counts as an attempt.
     std::vector<MessageId> take_sends_due(std::size_t limit);
     // The transport did not accept these: try again soon, without counting the attempt.
@@ -275,6 +279,11 @@ private:
     std::map<MessageId, HandlerRetry> retries_;
     std::set<std::pair<TimeMs, std::string>> timers_;       // (due, promise id)
     std::map<std::string, ParkedFrame, std::less<>> steps_in_flight_;  // by execution id
+    // The frame cache: blocked frames by execution id, with when each was last used. Lossy by
+    // design: step() takes the frames it resumes out of it, and a batch whose commit fails drops
+    // them; a missing frame is replayed from its history.
+    std::map<std::string, std::pair<ParkedFrame, std::uint64_t>, std::less<>> cached_frames_;
+    std::uint64_t cache_clock_ = 0;
 };
 
 }  // namespace choreo
