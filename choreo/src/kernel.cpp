@@ -65,7 +65,7 @@ void StepContext::send(const Address& to, std::string_view kind, Bytes body,
     envelope.deadline_ms = options.deadline_ms;
     envelope.headers = options.headers;
     envelope.body = std::move(body);
-    sends_.push_back(Outgoing{std::move(envelope)});
+    sends_.push_back(std::move(envelope));
 }
 
 void StepContext::reply(std::string_view kind, Bytes body, const SendOptions& options) {
@@ -151,21 +151,20 @@ void Kernel::Batch::originate(const Origination& origination) {
     envelope.body = origination.body;
     const MessageId id = envelope.id;
     const std::string kind = envelope.kind;
-    std::string reason;
-    std::string detail;
     if (origination.promise) {  // a start(): the promise it will await, in the same commit
         PromiseRow promise = *origination.promise;
         promise.created_at_ms = effects.now_ms;
         promises_.insert_or_assign(promise.id, promise);
         effects.commit.promises_created.push_back(std::move(promise));
     }
-    if (add_outbox_row(std::move(envelope), reason, detail)) {
+    Status added = add_outbox_row(std::move(envelope));
+    if (added.ok()) {
         effects.trace.push_back({TraceKind::originated, id, kind, {}});
     } else {
         // The application asked to send something unsendable: keep it as a dead letter.
-        DeadLetter letter{id.to_string(), reason, detail, {}, 0, effects.now_ms, effects.now_ms, 1};
+        DeadLetter letter{id.to_string(), added.reason(), added.message(), {}, 0, effects.now_ms, effects.now_ms, 1};
         effects.commit.dead_letters.push_back(std::move(letter));
-        effects.trace.push_back({TraceKind::dead_lettered, id, kind, reason});
+        effects.trace.push_back({TraceKind::dead_lettered, id, kind, added.reason()});
     }
 }
 
@@ -308,48 +307,59 @@ bool Kernel::Batch::merge_step(StepContext& context, const Envelope& input, std:
             return false;
         }
     }
-    std::vector<OutboxRow> rows;
+    std::vector<OutboxRow> rows;  // all encoded before any is added: the step is all or nothing
     for (std::size_t position = 0; position < context.sends_.size(); position++) {
-        Envelope& envelope = context.sends_[position].envelope;
+        Envelope& envelope = context.sends_[position];
         envelope.id = derive_id(input.id, position);
-        envelope.from = options.self;
-        envelope.sent_at_ms = effects.now_ms;  // stamped once: retransmissions resend these bytes
-        Result<Bytes> encoded = encode_envelope(envelope, options.limits);
-        if (!encoded.ok()) {
-            reason = refusal::outgoing_invalid;
-            detail = encoded.status().to_string();
+        if (on_its_way(envelope.id)) continue;  // a replayed step re-derives the same ids
+        Result<OutboxRow> row = make_outbox_row(std::move(envelope));
+        if (!row.ok()) {
+            reason = row.status().reason();
+            detail = row.status().message();
             return false;
         }
-        const std::string route = envelope.to.is_unicast() ? std::string{} : kernel_.router_.route(envelope.to);
-        rows.push_back({envelope.id, envelope.to, route, envelope.correlation, std::move(encoded).value(),
-                        effects.now_ms, false, 0});
+        rows.push_back(std::move(row).value());
     }
     for (auto& [key, value] : context.writes_) {
         effects.commit.state.push_back({key, value});
         state_.insert_or_assign(key, std::move(value));
     }
-    for (OutboxRow& row : rows) {
-        // A replayed step re-derives the same ids; the first committed row stays (design §4.3).
-        if (kernel_.unsettled_.contains(row.id) || !outbox_ids_.insert(row.id).second) continue;
-        effects.commit.outbox.push_back(std::move(row));
-    }
+    for (OutboxRow& row : rows) push_outbox_row(std::move(row));
     return true;
 }
 
-bool Kernel::Batch::add_outbox_row(Envelope envelope, std::string& reason, std::string& detail) {
+bool Kernel::Batch::on_its_way(const MessageId& id) const {
+    return kernel_.unsettled_.contains(id) || outbox_ids_.contains(id);
+}
+
+// Stamps `from` and `sent_at` (once: every retransmission resends these bytes, design §4.1),
+// encodes, and pins an anycast send to an instance before its first send (design §4.6).
+Result<OutboxRow> Kernel::Batch::make_outbox_row(Envelope envelope) {
     envelope.from = kernel_.options_.self;
     envelope.sent_at_ms = effects.now_ms;
     Result<Bytes> encoded = encode_envelope(envelope, kernel_.options_.limits);
     if (!encoded.ok()) {
-        reason = refusal::outgoing_invalid;
-        detail = encoded.status().to_string();
-        return false;
+        return invalid_argument_error(std::string(refusal::outgoing_invalid), encoded.status().to_string());
     }
     const std::string route = envelope.to.is_unicast() ? std::string{} : kernel_.router_.route(envelope.to);
-    CHOREO_ASSERT(outbox_ids_.insert(envelope.id).second);
-    effects.commit.outbox.push_back({envelope.id, envelope.to, route, envelope.correlation,
-                                     std::move(encoded).value(), effects.now_ms, false, 0});
-    return true;
+    return OutboxRow{envelope.id, envelope.to, route, envelope.correlation, std::move(encoded).value(),
+                     effects.now_ms, false, 0};
+}
+
+// The first row for an id is the one that stays: an id already on its way is never given a
+// second row with a fresh sent_at (design §4.3).
+void Kernel::Batch::push_outbox_row(OutboxRow row) {
+    if (on_its_way(row.id)) return;
+    outbox_ids_.insert(row.id);
+    effects.commit.outbox.push_back(std::move(row));
+}
+
+Status Kernel::Batch::add_outbox_row(Envelope envelope) {
+    if (on_its_way(envelope.id)) return Status{};
+    Result<OutboxRow> row = make_outbox_row(std::move(envelope));
+    if (!row.ok()) return row.status();
+    push_outbox_row(std::move(row).value());
+    return Status{};
 }
 
 void Kernel::Batch::resolve_applied(Candidate& candidate) {

@@ -72,7 +72,10 @@ private:
     void resolve(Candidate& candidate, TraceKind kind, std::string reason);
     void dead_letter(Candidate& candidate, std::string_view reason, std::string detail);
     void schedule_retry(Candidate& candidate, std::string error);
-    bool add_outbox_row(Envelope envelope, std::string& reason, std::string& detail);
+    bool on_its_way(const MessageId& id) const;
+    Result<OutboxRow> make_outbox_row(Envelope envelope);
+    void push_outbox_row(OutboxRow row);
+    Status add_outbox_row(Envelope envelope);  // outgoing_invalid when it cannot be encoded
     void hold_position(const StreamPosition& position);
     void finish_positions();
 

@@ -288,7 +288,6 @@ bool Kernel::Batch::merge_run(ExecutionRun& run) {
 }
 
 bool Kernel::Batch::add_execution_send(const ExecutionRow& execution, const ExecutionSend& send) {
-    if (kernel_.unsettled_.contains(send.id) || outbox_ids_.contains(send.id)) return true;  // sent already
     Envelope envelope;
     envelope.id = send.id;
     envelope.kind = send.kind;
@@ -298,9 +297,7 @@ bool Kernel::Batch::add_execution_send(const ExecutionRow& execution, const Exec
     envelope.promise = send.promise;
     envelope.deadline_ms = send.deadline_ms;
     envelope.body = send.body;
-    std::string reason;
-    std::string detail;
-    return add_outbox_row(std::move(envelope), reason, detail);
+    return add_outbox_row(std::move(envelope)).ok();
 }
 
 Status Kernel::Batch::finish_execution(ExecutionRow execution, PromiseState state, Bytes value) {
@@ -335,19 +332,15 @@ Status Kernel::Batch::finish_execution(ExecutionRow execution, PromiseState stat
 // for an answer that will never come.
 void Kernel::Batch::answer_refused_invoke(const Envelope& invoke, std::string_view reason, const std::string& detail) {
     if (invoke.from.empty() || !valid_promise_id(invoke.promise)) return;  // nobody to tell
-    const MessageId id = derive_id(invoke.id, 0);
-    if (kernel_.unsettled_.contains(id) || outbox_ids_.contains(id)) return;
     Envelope answer;
-    answer.id = id;
+    answer.id = derive_id(invoke.id, 0);
     answer.kind = resume_kind;
     answer.to = invoke.from;
     answer.correlation = invoke.correlation;
     answer.causation = invoke.id.to_string();
     answer.promise = invoke.promise;
     answer.body = encode_resume({PromiseState::rejected, bytes_of(std::string(reason) + ": " + detail)});
-    std::string unused_reason;
-    std::string unused_detail;
-    (void)add_outbox_row(std::move(answer), unused_reason, unused_detail);
+    add_outbox_row(std::move(answer)).ignore();  // a rejection with a short text always encodes
 }
 
 // An invoke this service could not deliver (send attempts exhausted) rejects the call's promise.
@@ -373,7 +366,6 @@ Status Kernel::Batch::reject_pending_calls() {
 
 void Kernel::Batch::send_settlement(const ExecutionRow& execution, PromiseState state, const Bytes& value,
                                     const MessageId& id) {
-    if (kernel_.unsettled_.contains(id) || outbox_ids_.contains(id)) return;  // on its way already
     Envelope envelope;
     envelope.id = id;
     envelope.kind = resume_kind;
@@ -382,12 +374,12 @@ void Kernel::Batch::send_settlement(const ExecutionRow& execution, PromiseState 
     envelope.causation = execution.id;
     envelope.promise = execution.id;
     envelope.body = encode_resume({state, value});
-    std::string reason;
-    std::string detail;
-    if (add_outbox_row(envelope, reason, detail)) return;
+    Status added = add_outbox_row(envelope);
+    if (added.ok()) return;
     // The result does not fit in a message: the caller learns that instead of waiting forever.
-    envelope.body = encode_resume({PromiseState::rejected, bytes_of(reason + ": " + detail)});
-    CHOREO_ASSERT(add_outbox_row(std::move(envelope), reason, detail));
+    envelope.body = encode_resume({PromiseState::rejected, bytes_of(added.to_string())});
+    const Status rejected = add_outbox_row(std::move(envelope));
+    CHOREO_ASSERT(rejected.ok());
 }
 
 }  // namespace choreo

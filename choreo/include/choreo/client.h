@@ -48,6 +48,7 @@ public:
             Result<std::optional<PromiseRow>> row = poll(id);
             if (!row.ok()) return row.status();
             if (!row->has_value() && !started_here(id)) return not_found_error("unknown_execution", std::string(id));
+            if (row->has_value()) forget_started(id);  // its promise is in the store now
             if (row->has_value() && (*row)->state != PromiseState::pending) return value_of<T>(**row);
             if (std::chrono::steady_clock::now() >= deadline) {
                 return transient_error("still_pending", "execution '" + std::string(id) + "' has not settled");
@@ -65,6 +66,10 @@ private:
         return unpack<T>(row.value);
     }
 
+    void forget_started(std::string_view id) {
+        std::lock_guard lock{mutex_};
+        started_.erase(std::string(id));
+    }
     bool started_here(std::string_view id) {
         std::lock_guard lock{mutex_};
         return started_.contains(std::string(id));
@@ -72,7 +77,7 @@ private:
 
     Service& service_;
     std::mutex mutex_;
-    std::set<std::string> started_;  // ids this client started (bounded by what the caller starts)
+    std::set<std::string> started_;  // started here, promise not yet seen in the store
 };
 
 }  // namespace choreo

@@ -126,16 +126,13 @@ private:
                 const std::map<std::string, std::optional<Bytes>, std::less<>>& batch_state)
         : message_(message), now_ms_(now_ms), self_(self), store_(store), batch_state_(batch_state) {}
 
-    struct Outgoing {
-        Envelope envelope;
-    };
     const Envelope& message_;
     TimeMs now_ms_;
     const Address& self_;
     StoreReader& store_;
     const std::map<std::string, std::optional<Bytes>, std::less<>>& batch_state_;
     std::map<std::string, std::optional<Bytes>, std::less<>> writes_;  // this step's
-    std::vector<Outgoing> sends_;
+    std::vector<Envelope> sends_;  // ids, from and sent_at are set when the step merges
     Status store_failure_;  // a failed read: the whole batch is retried, not this input refused
 };
 
