@@ -115,11 +115,15 @@ struct CommitBatch {
     // Upserts by (execution_id, position): a step's start record is replaced by its result;
     // within one batch the last record for a key wins.
     std::vector<HistoryRecord> history;
+    // Dead letters removed because their message was redriven and applied (Service::redrive).
+    // Applied after `dead_letters`; unknown keys are ignored.
+    std::vector<std::string> dead_letters_deleted;
 
     bool empty() const {
         return dedup.empty() && state.empty() && outbox.empty() && outbox_settled.empty() &&
                positions.empty() && dead_letters.empty() && promises_created.empty() &&
-               promises_settled.empty() && executions.empty() && history.empty();
+               promises_settled.empty() && executions.empty() && history.empty() &&
+               dead_letters_deleted.empty();
     }
 };
 
@@ -175,6 +179,7 @@ public:
                                                             std::size_t limit) = 0;
     virtual Result<std::optional<std::int64_t>> consumed_position(std::string_view stream) = 0;
 
+    virtual Result<std::optional<DeadLetter>> find_dead_letter(std::string_view key) = 0;
     // Dead letters in key order, starting after `after_key` ("" = from the start).
     virtual Result<std::vector<DeadLetter>> dead_letters(std::string_view after_key,
                                                          std::size_t limit) = 0;

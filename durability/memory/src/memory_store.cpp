@@ -89,6 +89,10 @@ void MemoryStore::apply(const CommitBatch& batch) {
         kept.last_seen_ms = std::max(kept.last_seen_ms, letter.last_seen_ms);
         kept.attempts += letter.attempts;
     }
+    for (const std::string& key : batch.dead_letters_deleted) {
+        auto found = dead_letters_.find(key);
+        if (found != dead_letters_.end()) dead_letters_.erase(found);
+    }
     apply_promises(batch);
     apply_executions(batch);
 }
@@ -197,6 +201,14 @@ Result<std::optional<std::int64_t>> MemoryStore::consumed_position(std::string_v
     auto found = positions_.find(stream);
     if (found == positions_.end()) return std::optional<std::int64_t>{};
     return std::optional<std::int64_t>{found->second};
+}
+
+Result<std::optional<DeadLetter>> MemoryStore::find_dead_letter(std::string_view key) {
+    std::lock_guard lock{mutex_};
+    CHOREO_RETURN_IF_ERROR(check_open());
+    auto found = dead_letters_.find(key);
+    if (found == dead_letters_.end()) return std::optional<DeadLetter>{};
+    return std::optional<DeadLetter>{found->second};
 }
 
 Result<std::vector<DeadLetter>> MemoryStore::dead_letters(std::string_view after_key, std::size_t limit) {

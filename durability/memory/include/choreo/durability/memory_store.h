@@ -37,6 +37,7 @@ public:
     Result<std::optional<OutboxRow>> find_outbox(const MessageId& id) override;
     Result<std::vector<OutboxRow>> unsettled_outbox(const MessageId& after, std::size_t limit) override;
     Result<std::optional<std::int64_t>> consumed_position(std::string_view stream) override;
+    Result<std::optional<DeadLetter>> find_dead_letter(std::string_view key) override;
     Result<std::vector<DeadLetter>> dead_letters(std::string_view after_key, std::size_t limit) override;
     Status delete_dead_letter(std::string_view key) override;
     Result<PurgeResult> purge(const PurgeRequest& request) override;
