@@ -25,6 +25,7 @@ std::string_view trace_kind_name(TraceKind kind) {
         case TraceKind::execution_failed: return "execution_failed";
         case TraceKind::settle_conflict: return "settle_conflict";
         case TraceKind::timer_fired: return "timer_fired";
+        case TraceKind::redriven: return "redriven";
     }
     CHOREO_UNREACHABLE();
 }
@@ -86,7 +87,7 @@ Status Kernel::Batch::run(const StepInputs& inputs) {
     CHOREO_RETURN_IF_ERROR(fire_due_timers());
     CHOREO_RETURN_IF_ERROR(reject_pending_calls());
 
-    std::vector<Candidate> candidates = gather_candidates(inputs.deliveries);
+    std::vector<Candidate> candidates = gather_candidates(inputs.deliveries, inputs.redrives);
     std::vector<MessageId> ids;
     for (const Candidate& candidate : candidates) {
         if (candidate.envelope) ids.push_back(candidate.envelope->id);
@@ -168,13 +169,14 @@ void Kernel::Batch::originate(const Origination& origination) {
     }
 }
 
-std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delivery>& deliveries) {
+std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delivery>& deliveries,
+                                                       const std::vector<Redrive>& redrives) {
     std::vector<Candidate> candidates;
     std::unordered_map<MessageId, std::size_t, MessageIdHash> index_of;
     std::unordered_map<MessageId, std::size_t, MessageIdHash> renewed_index;
     for (const auto& [id, retry] : kernel_.retries_) {
         if (retry.due_ms > effects.now_ms) continue;
-        Candidate candidate{retry.tags, retry.bytes, retry.position, retry.attempts, {}, {}};
+        Candidate candidate{retry.tags, retry.bytes, retry.position, retry.attempts, {}, {}, retry.redrive_key};
         index_of.emplace(id, candidates.size());
         candidates.push_back(std::move(candidate));
     }
@@ -204,7 +206,29 @@ std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delive
         if (decoded.ok()) candidate.envelope = std::move(decoded).value();
         candidates.push_back(std::move(candidate));
     }
+    for (const Redrive& redrive : redrives) add_redrive(redrive, candidates, index_of);
     return candidates;
+}
+
+// A redriven message joins the batch like a delivery without a transport tag (nothing to ack).
+// The same id delivered in this batch is one candidate; an id waiting for a handler retry is
+// left to that retry (its row stays: redrive it again once the retry resolved).
+void Kernel::Batch::add_redrive(const Redrive& redrive, std::vector<Candidate>& candidates,
+                                std::unordered_map<MessageId, std::size_t, MessageIdHash>& index_of) {
+    CHOREO_ASSERT(!redrive.key.empty());
+    Result<Envelope> decoded = decode_envelope(redrive.bytes, kernel_.options_.limits);
+    if (decoded.ok()) {
+        const MessageId id = decoded->id;
+        if (auto seen = index_of.find(id); seen != index_of.end()) {
+            candidates[seen->second].redrive_key = redrive.key;
+            return;
+        }
+        if (kernel_.retries_.contains(id)) return;
+        index_of.emplace(id, candidates.size());
+    }
+    Candidate candidate{{}, redrive.bytes, std::nullopt, 0, {}, decoded.status(), redrive.key};
+    if (decoded.ok()) candidate.envelope = std::move(decoded).value();
+    candidates.push_back(std::move(candidate));
 }
 
 Status Kernel::Batch::process(Candidate& candidate, bool known, TimeMs horizon_ms) {
@@ -248,6 +272,9 @@ Status Kernel::Batch::process(Candidate& candidate, bool known, TimeMs horizon_m
         // Backpressure: too many sends await confirmation. The input waits, unacknowledged.
         for (DeliveryTag tag : candidate.tags) {
             effects.deferred.push_back({tag, Bytes(candidate.bytes.begin(), candidate.bytes.end()), candidate.position});
+        }
+        if (!candidate.redrive_key.empty()) {
+            effects.redrives_deferred.push_back({candidate.redrive_key, Bytes(candidate.bytes.begin(), candidate.bytes.end())});
         }
         if (candidate.position) hold_position(*candidate.position);
         return Status{};
@@ -378,7 +405,12 @@ void Kernel::Batch::resolve(Candidate& candidate, TraceKind kind, std::string re
         std::int64_t& next = position_resolved_[candidate.position->stream];
         next = std::max(next, candidate.position->offset + 1);
     }
+    const bool done = kind == TraceKind::applied || kind == TraceKind::duplicate;
     effects.trace.push_back({kind, id, message_kind, std::move(reason)});
+    if (done && !candidate.redrive_key.empty()) {
+        effects.commit.dead_letters_deleted.push_back(candidate.redrive_key);
+        effects.trace.push_back({TraceKind::redriven, id, message_kind, {}, candidate.redrive_key});
+    }
 }
 
 void Kernel::Batch::dead_letter(Candidate& candidate, std::string_view reason, std::string detail) {
@@ -422,6 +454,7 @@ void Kernel::Batch::schedule_retry(Candidate& candidate, std::string error) {
     retry.due_ms = effects.now_ms + kernel_.backoff_ms(attempts, kernel_.options_.handler_retry_delay_ms_min,
                                                        kernel_.options_.handler_retry_delay_ms_max);
     retry.last_error = error;
+    retry.redrive_key = candidate.redrive_key;
     if (retry.position) hold_position(*retry.position);
     effects.trace.push_back({TraceKind::retry_scheduled, retry.id, candidate.envelope->kind, error});
     effects.retries.push_back(std::move(retry));
@@ -471,8 +504,10 @@ Kernel::Kernel(KernelOptions options, const HandlerTable& handlers, const Functi
 Result<BatchEffects> Kernel::step(const StepInputs& inputs, StoreReader& store) {
     Batch batch{*this, store, clock_.now_ms()};
     CHOREO_RETURN_IF_ERROR(batch.run(inputs));
-    // Every applied input is acknowledged (after the commit) with at least one tag.
-    CHOREO_ASSERT(batch.effects.acks.size() >= batch.effects.commit.dedup.size());
+    // Every applied input is acknowledged (after the commit) with at least one tag, or is a
+    // redriven dead letter (no transport delivery) whose row the commit deletes.
+    CHOREO_ASSERT(batch.effects.acks.size() + batch.effects.commit.dead_letters_deleted.size() >=
+                  batch.effects.commit.dedup.size());
     return std::move(batch.effects);
 }
 

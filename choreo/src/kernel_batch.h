@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "choreo/durable.h"
@@ -21,6 +22,7 @@ struct Candidate {
     std::uint32_t attempts_before = 0;
     std::optional<Envelope> envelope;  // set when the bytes decoded
     Status decode_status;
+    std::string redrive_key{};  // a redriven dead letter: its row goes when the input resolves
 };
 
 enum class HandlerOutcome { applied, rejected, failed, store_failed };
@@ -42,7 +44,10 @@ private:
     void settle_confirmed(const std::vector<MessageId>& confirmed);
     void dead_letter_exhausted_sends();
     void originate(const Origination& origination);
-    std::vector<Candidate> gather_candidates(const std::vector<Delivery>& deliveries);
+    std::vector<Candidate> gather_candidates(const std::vector<Delivery>& deliveries,
+                                             const std::vector<Redrive>& redrives);
+    void add_redrive(const Redrive& redrive, std::vector<Candidate>& candidates,
+                     std::unordered_map<MessageId, std::size_t, MessageIdHash>& index_of);
     Status process(Candidate& candidate, bool known, TimeMs horizon_ms);
     void resolve_applied(Candidate& candidate);
     // Durable functions (kernel_durable.cpp).

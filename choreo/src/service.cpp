@@ -74,6 +74,27 @@ void Service::set_observer(std::function<void(const TraceEvent&)> observer) {
     observer_ = std::move(observer);
 }
 
+Status Service::redrive(std::string_view key) {
+    if (stopping_.load()) return closed_error("stopped", "the service is stopping");
+    Result<std::optional<DeadLetter>> found = store_.find_dead_letter(key);
+    if (!found.ok()) return found.status();
+    if (!found->has_value()) return not_found_error("no_dead_letter", std::string(key));
+    const DeadLetter& letter = **found;
+    if (letter.raw.size() != letter.raw_size) {
+        return precondition_error("not_redrivable", "only " + std::to_string(letter.raw.size()) + " of " +
+                                                        std::to_string(letter.raw_size) + " bytes were kept");
+    }
+    if (letter.reason == refusal::send_attempts_exhausted) {
+        return precondition_error("not_redrivable", "an outbound send that was never confirmed, not an input");
+    }
+    std::lock_guard lock{mutex_};
+    if (redrives_.size() >= options_.posted_max) {
+        return transient_error("redrive_backlog_full", std::to_string(redrives_.size()) + " redrives wait");
+    }
+    redrives_.push_back({letter.key, letter.raw});
+    return Status{};
+}
+
 Status Service::post(Address to, std::string kind, Bytes body, SendOptions options) {
     if (to.empty()) return invalid_argument_error("invalid_address", "post needs an address");
     if (kind.empty() || kind.size() > options_.kernel.limits.kind_bytes_max) {
@@ -183,6 +204,8 @@ Result<bool> Service::run_once(std::int64_t wait_us) {
         std::lock_guard lock{mutex_};
         for (Origination& origination : posted_) inputs.originated.push_back(std::move(origination));
         posted_.clear();
+        for (Redrive& redrive : redrives_) inputs.redrives.push_back(std::move(redrive));
+        redrives_.clear();
         for (StepResult& result : step_results_) inputs.step_results.push_back(std::move(result));
         step_results_.clear();
     }
@@ -218,6 +241,7 @@ bool Service::backing_off() const { return commit_retry_at_ms_ > clock_.now_ms()
 bool Service::ready_to_step(const StepInputs& inputs) const {
     if (backing_off()) return false;
     if (!inputs.confirmed.empty() || !inputs.originated.empty() || !inputs.step_results.empty()) return true;
+    if (!inputs.redrives.empty() && has_room()) return true;
     // Replays held back because every step slot is taken wait for a step to return.
     const bool step_room = kernel_.steps_in_flight() < options_.kernel.steps_in_flight_max;
     if (!inputs.resume_executions.empty() && step_room) return true;
@@ -274,6 +298,7 @@ Status Service::commit(BatchEffects& effects) {
     commit_retry_at_ms_ = 0;
     kernel_.committed(effects);
     for (Delivery& delivery : effects.deferred) carried_.deliveries.push_back(std::move(delivery));
+    for (Redrive& redrive : effects.redrives_deferred) carried_.redrives.push_back(std::move(redrive));
     for (std::string& execution_id : effects.replays_deferred) carried_.resume_executions.push_back(std::move(execution_id));
     dispatch_steps(effects);
     if (!effects.acks.empty()) {
@@ -321,6 +346,7 @@ void Service::keep_for_retry(StepInputs& inputs) {
     for (Origination& origination : inputs.originated) carried_.originated.push_back(std::move(origination));
     for (StepResult& result : inputs.step_results) carried_.step_results.push_back(std::move(result));
     for (std::string& execution_id : inputs.resume_executions) carried_.resume_executions.push_back(std::move(execution_id));
+    for (Redrive& redrive : inputs.redrives) carried_.redrives.push_back(std::move(redrive));
 }
 
 Result<std::size_t> Service::send_due() {
@@ -381,6 +407,7 @@ void Service::record(const BatchEffects& effects) {
                 case TraceKind::execution_failed: stats_.executions_failed++; break;
                 case TraceKind::settle_conflict: stats_.settle_conflicts++; break;
                 case TraceKind::timer_fired: stats_.timers_fired++; break;
+                case TraceKind::redriven: stats_.redriven++; break;
             }
         }
     }

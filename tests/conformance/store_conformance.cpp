@@ -532,6 +532,42 @@ TEST_P(StoreConformance, DeadLetterTwiceInOneBatchIsOneRow) {
     EXPECT_EQ(listed[0].first_seen_ms, at(100));
 }
 
+TEST_P(StoreConformance, FindDeadLetterByKey) {
+    CommitBatch batch;
+    for (std::uint64_t n = 1; n <= 3; n++) batch.dead_letters.push_back(dead_letter(letter_key(n), at(100), 1));
+    ASSERT_TRUE(commits(batch));
+    Result<std::optional<DeadLetter>> found = store_->find_dead_letter(letter_key(2));
+    ASSERT_TRUE(found.ok()) << found.status().to_string();
+    EXPECT_EQ(found.value(), std::optional<DeadLetter>{dead_letter(letter_key(2), at(100), 1)});
+    Result<std::optional<DeadLetter>> missing = store_->find_dead_letter(letter_key(9));
+    ASSERT_TRUE(missing.ok());
+    EXPECT_FALSE(missing->has_value());
+}
+
+// A redriven message that was applied deletes its row in the same commit as its effects; the
+// deletion applies after the batch's upserts, and an unknown key is ignored.
+TEST_P(StoreConformance, DeadLettersDeletedInACommitGoWithIt) {
+    CommitBatch first;
+    for (std::uint64_t n = 1; n <= 3; n++) first.dead_letters.push_back(dead_letter(letter_key(n), at(100), 1));
+    ASSERT_TRUE(commits(first));
+
+    CommitBatch refused;  // the commit fails: the row must stay
+    refused.dedup.push_back({id_of(1), at(100)});
+    ASSERT_TRUE(commits(refused));
+    refused.dead_letters_deleted.push_back(letter_key(1));
+    EXPECT_EQ(store_->commit(refused).code(), StatusCode::aborted);
+    EXPECT_EQ(keys_of(letters()), (std::vector<std::string>{letter_key(1), letter_key(2), letter_key(3)}));
+
+    CommitBatch second;
+    second.dedup.push_back({id_of(2), at(200)});
+    second.dead_letters.push_back(dead_letter(letter_key(3), at(200), 1));
+    second.dead_letters_deleted = {letter_key(2), letter_key(3), letter_key(7)};
+    ASSERT_TRUE(commits(second));
+    EXPECT_EQ(keys_of(letters()), (std::vector<std::string>{letter_key(1)}));
+    crash_and_reopen();
+    EXPECT_EQ(keys_of(letters()), (std::vector<std::string>{letter_key(1)}));
+}
+
 TEST_P(StoreConformance, DeleteDeadLetter) {
     CommitBatch batch;
     for (std::uint64_t n = 1; n <= 3; n++) batch.dead_letters.push_back(dead_letter(letter_key(n), at(100), 1));

@@ -185,6 +185,86 @@ TEST_F(ServiceTest, ThrowingHandlerRollsBackRetriesAndIsDeadLettered) {
     EXPECT_EQ(peer_confirmations().size(), 1u);
 }
 
+TEST_F(ServiceTest, RedriveAppliesADeadLetterOnceItsHandlerIsFixedAndDeletesTheRow) {
+    options_.kernel.handler_attempts_max = 2;
+    start_service();
+    fail_handler_ = true;
+    peer_send(deposit(1, 10));
+    for (int round = 0; round < 3; round++) {
+        ASSERT_TRUE(run_until_idle().ok());
+        clock_.advance_ms(options_.kernel.handler_retry_delay_ms_max);
+    }
+    ASSERT_EQ(dead_letters().size(), 1u);
+    const DeadLetter letter = dead_letters()[0];
+    EXPECT_EQ(letter.key, deposit(1, 10).id.to_string());
+
+    fail_handler_ = false;  // the fix is deployed
+    ASSERT_TRUE(service_->redrive(letter.key).ok());
+    ASSERT_TRUE(run_until_idle().ok());
+    EXPECT_EQ(balance(), 10);
+    EXPECT_TRUE(dead_letters().empty());
+    EXPECT_EQ(service_->stats().redriven, 1u);
+    EXPECT_EQ(store_.dedup_size(), 1u);  // applied under its own id: a late copy is a duplicate
+
+    peer_send(deposit(1, 10));
+    ASSERT_TRUE(run_until_idle().ok());
+    EXPECT_EQ(balance(), 10);
+    EXPECT_EQ(service_->redrive(letter.key).code(), StatusCode::not_found);
+}
+
+TEST_F(ServiceTest, RedriveThatFailsAgainKeepsTheRowWithOneMoreAttempt) {
+    options_.kernel.handler_attempts_max = 1;
+    start_service();
+    fail_handler_ = true;
+    peer_send(deposit(1, 10));
+    ASSERT_TRUE(run_until_idle().ok());
+    ASSERT_EQ(dead_letters().size(), 1u);
+    const DeadLetter first = dead_letters()[0];
+
+    clock_.advance_ms(5000);
+    ASSERT_TRUE(service_->redrive(first.key).ok());
+    ASSERT_TRUE(run_until_idle().ok());
+    ASSERT_EQ(dead_letters().size(), 1u);
+    const DeadLetter again = dead_letters()[0];
+    EXPECT_EQ(again.attempts, first.attempts + 1);
+    EXPECT_EQ(again.first_seen_ms, first.first_seen_ms);
+    EXPECT_EQ(again.last_seen_ms, first.last_seen_ms + 5000);
+    EXPECT_EQ(again.raw, first.raw);
+    EXPECT_EQ(balance(), 0);
+    EXPECT_EQ(service_->stats().redriven, 0u);
+}
+
+TEST_F(ServiceTest, RedriveRefusesWhatItCannotSendAgain) {
+    EXPECT_EQ(service_->redrive("no-such-key").code(), StatusCode::not_found);
+    options_.kernel.dead_letter_raw_bytes_max = 8;  // keeps only the start of a refused input
+    start_service();
+    Envelope unknown = deposit(1, 10);
+    unknown.kind = "withdraw";  // no handler: unknown_kind
+    peer_send(unknown);
+    ASSERT_TRUE(run_until_idle().ok());
+    ASSERT_EQ(dead_letters().size(), 1u);
+    const Status refused = service_->redrive(dead_letters()[0].key);
+    EXPECT_EQ(refused.code(), StatusCode::failed_precondition);
+    EXPECT_EQ(refused.reason(), "not_redrivable");
+    EXPECT_EQ(dead_letters().size(), 1u);  // still there: nothing is lost
+}
+
+TEST_F(ServiceTest, RedriveOfAMessageAlreadyAppliedOnlyRemovesTheRow) {
+    peer_send(deposit(1, 10));
+    ASSERT_TRUE(run_until_idle().ok());
+    // A row for an id that was applied meanwhile (e.g. delivered again and applied after a fix).
+    CommitBatch batch;
+    const Bytes raw = encode_envelope(deposit(1, 10), {}).value();
+    batch.dead_letters.push_back({deposit(1, 10).id.to_string(), "handler_failed", "", raw, raw.size(),
+                                  clock_.now_ms(), clock_.now_ms(), 1});
+    ASSERT_TRUE(store_.commit(batch).ok());
+    ASSERT_TRUE(service_->redrive(deposit(1, 10).id.to_string()).ok());
+    ASSERT_TRUE(run_until_idle().ok());
+    EXPECT_EQ(handler_calls_, 1);
+    EXPECT_EQ(balance(), 10);
+    EXPECT_TRUE(dead_letters().empty());
+}
+
 TEST_F(ServiceTest, HandlerThatRecoversIsAppliedOnce) {
     fail_handler_ = true;
     peer_send(deposit(1, 10));

@@ -155,15 +155,24 @@ struct Origination {
     std::optional<PromiseRow> promise{};  // created in the same commit (a Client's start)
 };
 
+// A dead letter's message sent through the handlers again (Service::redrive). Its row is deleted
+// in the commit that applies the message (or finds it already applied); if it is refused again,
+// the row stays and counts one more attempt.
+struct Redrive {
+    std::string key;  // the dead letter's key: the message id
+    Bytes bytes;      // the raw bytes, complete
+};
+
 struct StepInputs {
     std::vector<Delivery> deliveries;
     std::vector<MessageId> confirmed;
     std::vector<Origination> originated;
     std::vector<StepResult> step_results{};         // durable function steps back from workers
     std::vector<std::string> resume_executions{};   // replay these (running ones, at start-up)
+    std::vector<Redrive> redrives{};
     bool empty() const {
         return deliveries.empty() && confirmed.empty() && originated.empty() && step_results.empty() &&
-               resume_executions.empty();
+               resume_executions.empty() && redrives.empty();
     }
 };
 
@@ -180,6 +189,7 @@ enum class TraceKind {
     execution_failed,      // its promise rejected (reason: the error, or nondeterminism)
     settle_conflict,       // a settle that came after a different one: reported, not applied
     timer_fired,
+    redriven,              // a redriven dead letter's message was applied (or already was): row deleted
 };
 std::string_view trace_kind_name(TraceKind kind);
 
@@ -201,6 +211,7 @@ struct HandlerRetry {
     std::uint32_t attempts = 0;  // attempts made so far
     TimeMs due_ms = 0;
     std::string last_error;
+    std::string redrive_key{};  // set when the input is a redriven dead letter
 };
 
 struct BatchEffects {
@@ -208,6 +219,7 @@ struct BatchEffects {
     CommitBatch commit;
     std::vector<DeliveryTag> acks;         // only after the commit succeeds
     std::vector<Delivery> deferred;        // not taken this step (backpressure): offer again
+    std::vector<Redrive> redrives_deferred{};  // likewise, for redriven dead letters
     std::vector<HandlerRetry> retries;     // new or renewed handler retries
     std::vector<MessageId> retries_done;   // ids whose pending retry is settled this step
     std::vector<TraceEvent> trace;

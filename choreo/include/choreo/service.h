@@ -85,6 +85,7 @@ struct ServiceStats {
     std::uint64_t executions_failed = 0;
     std::uint64_t settle_conflicts = 0;
     std::uint64_t timers_fired = 0;
+    std::uint64_t redriven = 0;        // dead letters whose message was redriven and applied
 };
 
 namespace detail {
@@ -154,6 +155,16 @@ public:
     template <typename T>
     Status post(std::string_view to, std::string kind, const T& body, SendOptions options = {});
 
+    // Sends dead letter `key` (Store::dead_letters lists them) through this service's handlers
+    // again, e.g. once the bug that made its handler fail is fixed. The row is deleted in the
+    // commit that applies the message; refused again, it stays with one more attempt and the new
+    // reason. Fails at once with not_found (no such dead letter), failed_precondition
+    // "not_redrivable" (only part of the bytes was kept, or it is an outbound send that was never
+    // confirmed), transient when posted_max redrives already wait, closed after stop().
+    // The message keeps its id, so if it was applied meanwhile the redrive is a no-op that just
+    // removes the row. Any thread, if the store allows concurrent readers (memory, SQLite do).
+    Status redrive(std::string_view key);
+
     // Called on the runtime thread for every trace event, after its batch committed.
     void set_observer(std::function<void(const TraceEvent&)> observer);
 
@@ -219,6 +230,7 @@ private:
     std::atomic<bool> stopping_{false};
     mutable std::mutex mutex_;              // guards posted_ and stats_
     std::vector<Origination> posted_;
+    std::vector<Redrive> redrives_;
     std::vector<StepResult> step_results_;   // from step workers
     ServiceStats stats_;
 };
