@@ -1,15 +1,18 @@
 // fan_out — a Merkle hash of a directory tree: one durable call per directory, spread across two
-// worker instances, one of which crashes mid-run and restarts on its store.
+// worker instances, one of which crashes mid-run and restarts on its store. Each instance keeps
+// its data in its own SQLite file; the crash closes it as a killed process would, leaving the
+// WAL for the restart to recover.
 //
 // Each "merkle" execution lists its directory and hashes its files in a step (I/O belongs in
 // steps), calls "merkle" for every subdirectory at once (call_async + all), and combines the
 // results. The worker instances keep separate stores, so each call is pinned to the instance it
 // first went to. After the run, the hash is checked against a plain recursive computation.
 //
-//   ./fan_out [DIRECTORY]      (default: a generated tree of 85 directories)
+//   ./fan_out [DIRECTORY] [--data DIR | --memory]   (default: a generated tree of 85 directories)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -19,7 +22,7 @@
 
 #include "choreo/client.h"
 #include "choreo/detail/sha256.h"
-#include "choreo/durability/memory_store.h"
+#include "common/example_store.h"
 #include "choreo/service.h"
 #include "choreo/transport/memory_transport.h"
 
@@ -95,21 +98,38 @@ void register_merkle(choreo::Service& svc) {
 
 // A worker instance whose process can crash and come back on the same store.
 struct Worker {
-    Worker(choreo::MemoryNetwork& network, std::string instance) : network_(network), instance_(std::move(instance)) {
+    Worker(choreo::MemoryNetwork& network, const example::DataDirectory& data, std::string instance)
+        : network_(network), data_(data), instance_(std::move(instance)) {
         start();
     }
     void start() {
         service.reset();
         transport.reset();
-        store.recover();
+        // The restarted process opens its store again: only what committed is there. A memory
+        // store lives in this process, so it is the same object, recovered.
+        if (auto* memory = dynamic_cast<choreo::MemoryStore*>(store.get())) {
+            memory->recover();
+        } else {
+            store.reset();
+            store = data_.open("hasher-" + instance_);
+        }
         transport = std::make_unique<choreo::MemoryTransport>(network_, choreo::Address::unicast("hasher", instance_));
         service = std::make_unique<choreo::Service>(
-            choreo::ServiceOptions{.name = "hasher", .instance = instance_, .step_workers_max = 2}, *transport, store);
+            choreo::ServiceOptions{.name = "hasher", .instance = instance_, .step_workers_max = 2}, *transport, *store);
         register_merkle(*service);
     }
+    // The process dies between two batches: its store is closed without the clean close's
+    // checkpoint (SQLite), or crashes after its next commit (memory); the next batch fails.
+    void crash() {
+        if (auto* sqlite = dynamic_cast<choreo::SqliteStore*>(store.get())) sqlite->abandon();
+        if (auto* memory = dynamic_cast<choreo::MemoryStore*>(store.get())) {
+            memory->inject_crash(choreo::MemoryStore::CrashPoint::after_commit);
+        }
+    }
     choreo::MemoryNetwork& network_;
+    const example::DataDirectory& data_;
     std::string instance_;
-    choreo::MemoryStore store;
+    std::unique_ptr<choreo::Store> store;
     std::unique_ptr<choreo::MemoryTransport> transport;
     std::unique_ptr<choreo::Service> service;
 };
@@ -132,24 +152,37 @@ fs::path make_tree(int depth, int fan_out) {
 }  // namespace
 
 int main(int argc, char** argv) {
-    const bool generated = argc < 2;
-    const fs::path root = generated ? make_tree(3, 4) : fs::path(argv[1]);
+    std::string directory;
+    for (int index = 1; index < argc; index++) {
+        if (std::strcmp(argv[index], "--data") == 0) {
+            index++;
+        } else if (std::strncmp(argv[index], "--", 2) != 0) {
+            directory = argv[index];
+        }
+    }
+    const bool generated = directory.empty();
+    const fs::path root = generated ? make_tree(3, 4) : fs::path(directory);
+    const example::DataDirectory data{argc, argv};
+    std::printf("fan_out: %s\n", data.describe().c_str());
     choreo::MemoryNetwork network;
-    Worker first{network, "1"};
-    Worker second{network, "2"};
+    Worker first{network, data, "1"};
+    Worker second{network, data, "2"};
     choreo::MemoryTransport app_transport{network, choreo::Address::unicast("app", "1")};
-    choreo::MemoryStore app_store;
-    choreo::Service app{{.name = "app"}, app_transport, app_store};
+    std::unique_ptr<choreo::Store> app_store = data.open("app-1");
+    choreo::Service app{{.name = "app"}, app_transport, *app_store};
     choreo::Client client{app};
-    if (!client.start("hasher", "merkle", "merkle-root", root.string()).ok()) return 1;
+    // One execution per tree: with --data, running again on the same tree finds the execution
+    // already done and returns its result without hashing anything.
+    const std::string execution = "merkle-" + hash_text(root.string()).substr(0, 16);
+    if (!client.start("hasher", "merkle", execution, root.string()).ok()) return 1;
 
     bool crashed = false;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-    while (client.poll("merkle-root").ok() && std::chrono::steady_clock::now() < deadline) {
-        auto row = client.poll("merkle-root");
+    while (client.poll(execution).ok() && std::chrono::steady_clock::now() < deadline) {
+        auto row = client.poll(execution);
         if (row->has_value() && (*row)->state != choreo::PromiseState::pending) break;
         if (!crashed && second.service->stats().executions_started >= 5) {
-            second.store.inject_crash(choreo::MemoryStore::CrashPoint::after_commit);  // mid-run
+            second.crash();  // mid-run
             crashed = true;
         }
         if (!app.run_once(200).ok()) return 1;
@@ -162,7 +195,7 @@ int main(int argc, char** argv) {
             worker->start();
         }
     }
-    choreo::Result<std::string> durable = client.wait<std::string>("merkle-root", 0);
+    choreo::Result<std::string> durable = client.wait<std::string>(execution, 0);
     const std::string direct = direct_merkle(root.string());
     std::printf("tree:    %s\n", root.string().c_str());
     std::printf("durable: %s\n", durable.ok() ? durable->c_str() : durable.status().to_string().c_str());
@@ -172,6 +205,6 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(second.service->stats().executions_completed));
     if (generated) fs::remove_all(root);
     const bool same = durable.ok() && *durable == direct;
-    std::printf("%s\n", same ? "match: the crash changed nothing" : "MISMATCH");
+    std::printf("%s\n", !same ? "MISMATCH" : crashed ? "match: the crash changed nothing" : "match");
     return same ? 0 : 1;
 }

@@ -4,7 +4,10 @@
 // --rounds. Every handler's state and sends commit atomically with the input's dedup row. At the
 // end one already-applied message is replayed byte for byte: the dedup table makes it a no-op.
 //
-//   ./ping_pong [--rounds N]
+// Each service keeps its data in its own SQLite file (--data DIR keeps them; --memory uses the
+// in-memory store instead).
+//
+//   ./ping_pong [--rounds N] [--data DIR | --memory]
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -14,7 +17,7 @@
 #include <string>
 #include <thread>
 
-#include "choreo/durability/memory_store.h"
+#include "common/example_store.h"
 #include "choreo/service.h"
 #include "choreo/transport/memory_transport.h"
 
@@ -56,10 +59,16 @@ int main(int argc, char** argv) {
     choreo::MemoryNetwork network;
     choreo::MemoryTransport ping_transport{network, choreo::Address::unicast("ping", "1")};
     choreo::MemoryTransport pong_transport{network, choreo::Address::unicast("pong", "1")};
-    choreo::MemoryStore ping_store;
-    choreo::MemoryStore pong_store;
-    choreo::Service ping{{.name = "ping"}, ping_transport, ping_store};
-    choreo::Service pong{{.name = "pong"}, pong_transport, pong_store};
+    const example::DataDirectory data{argc, argv};
+    std::unique_ptr<choreo::Store> ping_store = data.open("ping-1");
+    std::unique_ptr<choreo::Store> pong_store = data.open("pong-1");
+    auto served_so_far = [&] {  // a --data directory from an earlier run already counts some
+        choreo::Result<std::optional<choreo::Bytes>> served = pong_store->load_state("served");
+        return served.ok() && served->has_value() ? choreo::unpack<int>(**served).value() : 0;
+    };
+    const int served_before = served_so_far();
+    choreo::Service ping{{.name = "ping"}, ping_transport, *ping_store};
+    choreo::Service pong{{.name = "pong"}, pong_transport, *pong_store};
 
     std::atomic<int> pongs_seen{0};
     std::atomic<int> duplicates_seen{0};
@@ -87,7 +96,7 @@ int main(int argc, char** argv) {
         if (event.kind == choreo::TraceKind::duplicate) duplicates_seen++;
     });
 
-    std::printf("ping_pong: %d rounds over the in-memory transport and store\n", rounds);
+    std::printf("ping_pong: %d rounds over the in-memory transport, %s\n", rounds, data.describe().c_str());
     std::thread ping_thread{[&] { ping.run().ignore(); }};
     std::thread pong_thread{[&] { pong.run().ignore(); }};
     if (!ping.post("pong", "ping", Ping{1}).ok()) return 1;
@@ -99,7 +108,7 @@ int main(int argc, char** argv) {
         std::lock_guard lock{first_ping_mutex};
         replay_id = first_ping_id;
     }
-    choreo::Result<std::optional<choreo::OutboxRow>> row = ping_store.find_outbox(replay_id);
+    choreo::Result<std::optional<choreo::OutboxRow>> row = ping_store->find_outbox(replay_id);
     if (!row.ok() || !row->has_value()) return 1;
     std::printf("replaying ping #1 (%s), byte for byte:\n", replay_id.to_string().c_str());
     choreo::MemoryTransport replayer{network, choreo::Address::unicast("replayer", "1")};
@@ -113,8 +122,7 @@ int main(int argc, char** argv) {
     pong_thread.join();
     const choreo::ServiceStats ping_stats = ping.stats();
     const choreo::ServiceStats pong_stats = pong.stats();
-    choreo::Result<std::optional<choreo::Bytes>> served = pong_store.load_state("served");
-    const int served_count = served.ok() && served->has_value() ? choreo::unpack<int>(**served).value() : -1;
+    const int served_count = served_so_far() - served_before;
     std::printf("pong served %d pings for %d rounds: the replay changed nothing\n", served_count, rounds);
     std::printf("ping: applied %llu, sends %llu, confirmed %llu; pong: applied %llu, duplicates %llu\n",
                 static_cast<unsigned long long>(ping_stats.applied), static_cast<unsigned long long>(ping_stats.sends),
