@@ -334,6 +334,12 @@ void Kernel::Batch::answer_refused_invoke(const Envelope& invoke, std::string_vi
     if (invoke.from.empty() || !valid_promise_id(invoke.promise)) return;  // nobody to tell
     Envelope answer;
     answer.id = derive_id(invoke.id, 0);
+    // Refused before (a redelivery, a redrive): that answer's row was committed with its own
+    // sent_at, and first row wins (design §4.1, §4.3). Answering again would send a second
+    // `sent_at` under the same id. A failed read answers anyway: better twice than never.
+    if (on_its_way(answer.id)) return;
+    Result<std::optional<OutboxRow>> answered = store_.find_outbox(answer.id);
+    if (answered.ok() && answered->has_value()) return;
     answer.kind = resume_kind;
     answer.to = invoke.from;
     answer.correlation = invoke.correlation;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <limits>
 
+#include "choreo/codec.h"
+
 namespace choreo {
 namespace {
 
@@ -80,18 +82,53 @@ Status Service::redrive(std::string_view key) {
     if (!found.ok()) return found.status();
     if (!found->has_value()) return not_found_error("no_dead_letter", std::string(key));
     const DeadLetter& letter = **found;
-    if (letter.raw.size() != letter.raw_size) {
-        return precondition_error("not_redrivable", "only " + std::to_string(letter.raw.size()) + " of " +
-                                                        std::to_string(letter.raw_size) + " bytes were kept");
+    CHOREO_RETURN_IF_ERROR(check_redrivable(letter));
+    {
+        std::lock_guard lock{mutex_};
+        if (redrives_in_flight_.contains(letter.key)) return Status{};  // already on its way
+        if (redrives_in_flight_.size() >= options_.posted_max) {
+            return transient_error("redrive_backlog_full",
+                                   std::to_string(redrives_in_flight_.size()) + " redrives wait");
+        }
+        redrives_in_flight_.insert(letter.key);
+        redrives_.push_back({letter.key, letter.raw});
     }
-    if (letter.reason == refusal::send_attempts_exhausted) {
-        return precondition_error("not_redrivable", "an outbound send that was never confirmed, not an input");
-    }
+    transport_.wake();
+    return Status{};
+}
+
+// The batch with these redrives committed: those not carried to the next batch are done (applied,
+// refused again, or left to a waiting handler retry), and the same key may be redriven again.
+void Service::redrives_committed(const StepInputs& inputs) {
+    std::set<std::string_view> carried;
+    for (const Redrive& redrive : carried_.redrives) carried.insert(redrive.key);
     std::lock_guard lock{mutex_};
-    if (redrives_.size() >= options_.posted_max) {
-        return transient_error("redrive_backlog_full", std::to_string(redrives_.size()) + " redrives wait");
+    for (const Redrive& redrive : inputs.redrives) {
+        if (!carried.contains(redrive.key)) redrives_in_flight_.erase(redrive.key);
     }
-    redrives_.push_back({letter.key, letter.raw});
+}
+
+// Only inbound messages that decode, were kept whole and are still inside the dedup horizon can
+// go through the handlers again; anything else would be refused again, or worse.
+Status Service::check_redrivable(const DeadLetter& letter) {
+    auto refuse = [](std::string why) { return precondition_error("not_redrivable", std::move(why)); };
+    if (letter.reason == refusal::send_attempts_exhausted) {
+        return refuse("an outbound send that was never confirmed, not an input");
+    }
+    if (letter.raw_size == 0 || letter.raw.size() != letter.raw_size) {
+        return refuse("only " + std::to_string(letter.raw.size()) + " of " + std::to_string(letter.raw_size) +
+                      " bytes were kept");
+    }
+    Result<Envelope> decoded = decode_envelope(letter.raw, options_.kernel.limits);
+    if (!decoded.ok()) return refuse("the bytes do not decode: " + decoded.status().to_string());
+    if (decoded->kind == invoke_kind) {
+        return refuse("a refused durable function call; its caller was answered with a rejection");
+    }
+    Result<TimeMs> horizon_ms = store_.dedup_horizon();
+    if (!horizon_ms.ok()) return horizon_ms.status();
+    if (decoded->sent_at_ms < *horizon_ms) {
+        return refuse("sent before the dedup horizon: it may have been applied and forgotten");
+    }
     return Status{};
 }
 
@@ -219,6 +256,7 @@ Result<bool> Service::run_once(std::int64_t wait_us) {
         Result<BatchEffects> effects = kernel_.step(inputs, store_);
         Status outcome = effects.ok() ? commit(*effects) : effects.status();
         if (!outcome.ok()) return retry_later(std::move(outcome), inputs);
+        if (!inputs.redrives.empty()) redrives_committed(inputs);
         worked = true;
     } else {
         keep_for_retry(inputs);  // backing off, or input waiting for room: not run now

@@ -38,6 +38,7 @@ public:
     Result<std::vector<HistoryRecord>> load_history(std::string_view id, std::size_t limit) override {
         return store_.load_history(id, limit);
     }
+    Result<std::optional<OutboxRow>> find_outbox(const MessageId& id) override { return store_.find_outbox(id); }
     bool fail_dedup = false;
     bool fail_state = false;
 

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "choreo/codec.h"
+#include "choreo/durable.h"
 #include "choreo/durability/memory_store.h"
 #include "choreo/service.h"
 #include "choreo/transport/memory_transport.h"
@@ -263,6 +264,84 @@ TEST_F(ServiceTest, RedriveOfAMessageAlreadyAppliedOnlyRemovesTheRow) {
     EXPECT_EQ(handler_calls_, 1);
     EXPECT_EQ(balance(), 10);
     EXPECT_TRUE(dead_letters().empty());
+}
+
+// A refused durable function call is answered once: a redelivery of the same invoke, after the
+// answer was confirmed, is refused again without a second answer under the same id (the answer's
+// sent_at is stamped once, design §4.1). It cannot be redriven either.
+TEST_F(ServiceTest, ARefusedInvokeIsAnsweredOnceAndNotRedriven) {
+    Envelope invoke;
+    invoke.id = MessageId{0xABC, 77};
+    invoke.kind = std::string(invoke_kind);
+    invoke.from = peer_.local_address();
+    invoke.to = Address::anycast("bank");
+    invoke.promise = "p1";
+    invoke.sent_at_ms = clock_.now_ms();
+    invoke.deadline_ms = clock_.now_ms() - 1;  // refused: deadline_exceeded
+    invoke.body = encode_invoke({"f", {}, 0});
+    auto answers = [&] {
+        ReceiveBatch batch;
+        EXPECT_TRUE(peer_.receive(batch, 100, 0).ok());
+        std::vector<DeliveryTag> tags;
+        for (const Delivery& delivery : batch.deliveries) tags.push_back(delivery.tag);
+        EXPECT_TRUE(peer_.acknowledge(tags).ok());  // confirms the answer to the bank
+        return batch.deliveries.size();
+    };
+    peer_send(invoke);
+    ASSERT_TRUE(run_until_idle().ok());
+    EXPECT_EQ(answers(), 1u);
+    ASSERT_TRUE(run_until_idle().ok());  // the confirmation settles the answer's row
+    const std::optional<OutboxRow> answer = store_.find_outbox(derive_id(invoke.id, 0)).value();
+    ASSERT_TRUE(answer.has_value());
+    EXPECT_TRUE(answer->settled);
+
+    clock_.advance_ms(60'000);
+    peer_send(invoke);  // the caller retransmits (its ack was lost)
+    ASSERT_TRUE(run_until_idle().ok());
+    EXPECT_EQ(answers(), 0u);
+    ASSERT_EQ(dead_letters().size(), 1u);
+    EXPECT_EQ(dead_letters()[0].attempts, 2u);
+    const Status redriven = service_->redrive(dead_letters()[0].key);
+    EXPECT_EQ(redriven.reason(), "not_redrivable");
+}
+
+TEST_F(ServiceTest, RedriveRefusesAMessageSentBeforeTheHorizon) {
+    options_.retention.dedup_retention_ms = 60'000;
+    options_.kernel.handler_attempts_max = 1;
+    start_service();
+    fail_handler_ = true;
+    peer_send(deposit(1, 10));
+    ASSERT_TRUE(run_until_idle().ok());
+    ASSERT_EQ(dead_letters().size(), 1u);
+    clock_.advance_ms(61'000);
+    ASSERT_TRUE(run_until_idle().ok());  // the purge raises the horizon past the deposit
+    fail_handler_ = false;
+    const Status refused = service_->redrive(dead_letters()[0].key);
+    EXPECT_EQ(refused.reason(), "not_redrivable");
+    EXPECT_NE(refused.message().find("horizon"), std::string::npos);
+    EXPECT_EQ(dead_letters()[0].reason, refusal::handler_failed);  // the original reason stays
+}
+
+TEST_F(ServiceTest, RedrivingTheSameKeyTwiceQueuesItOnce) {
+    options_.kernel.handler_attempts_max = 1;
+    options_.posted_max = 1;
+    start_service();
+    fail_handler_ = true;
+    peer_send(deposit(1, 10));
+    peer_send(deposit(2, 5));
+    ASSERT_TRUE(run_until_idle().ok());
+    ASSERT_EQ(dead_letters().size(), 2u);
+    fail_handler_ = false;
+    EXPECT_TRUE(service_->redrive(dead_letters()[0].key).ok());
+    EXPECT_TRUE(service_->redrive(dead_letters()[0].key).ok());  // already on its way: a no-op
+    EXPECT_EQ(service_->redrive(dead_letters()[1].key).code(), StatusCode::transient);  // posted_max
+    ASSERT_TRUE(run_until_idle().ok());
+    EXPECT_EQ(handler_calls_, 3);  // two failed deliveries, one redrive
+    ASSERT_EQ(dead_letters().size(), 1u);
+    EXPECT_TRUE(service_->redrive(dead_letters()[0].key).ok());  // room again after the commit
+    ASSERT_TRUE(run_until_idle().ok());
+    EXPECT_TRUE(dead_letters().empty());
+    EXPECT_EQ(balance(), 15);
 }
 
 TEST_F(ServiceTest, HandlerThatRecoversIsAppliedOnce) {

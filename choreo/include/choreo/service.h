@@ -28,6 +28,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -158,11 +159,15 @@ public:
     // Sends dead letter `key` (Store::dead_letters lists them) through this service's handlers
     // again, e.g. once the bug that made its handler fail is fixed. The row is deleted in the
     // commit that applies the message; refused again, it stays with one more attempt and the new
-    // reason. Fails at once with not_found (no such dead letter), failed_precondition
-    // "not_redrivable" (only part of the bytes was kept, or it is an outbound send that was never
-    // confirmed), transient when posted_max redrives already wait, closed after stop().
-    // The message keeps its id, so if it was applied meanwhile the redrive is a no-op that just
-    // removes the row. Any thread, if the store allows concurrent readers (memory, SQLite do).
+    // reason. Fails at once with not_found (no such dead letter); failed_precondition
+    // "not_redrivable" when it would be refused again or cannot be an input: only part of the
+    // bytes was kept, they do not decode, it was sent before the dedup horizon, it is an outbound
+    // send that was never confirmed, or a durable function call (its caller already got a
+    // rejection); transient when posted_max redrives already wait; closed after stop().
+    // Redriving a key already on its way is a no-op. The message keeps its id, so if it was
+    // applied meanwhile the redrive only removes the row. If a handler retry of the same message
+    // is waiting, the retry runs it and the row stays (redrive again later).
+    // Any thread, if the store allows concurrent readers (memory, SQLite do).
     Status redrive(std::string_view key);
 
     // Called on the runtime thread for every trace event, after its batch committed.
@@ -190,6 +195,8 @@ private:
     Status restore_timers();
     Status restore_executions();
     Status post_origination(Origination origination);
+    Status check_redrivable(const DeadLetter& letter);
+    void redrives_committed(const StepInputs& inputs);
     void dispatch_steps(BatchEffects& effects);
     Status gather(StepInputs& inputs, std::int64_t wait_us);
     Status receive_into(StepInputs& inputs, std::int64_t timeout_us);
@@ -231,6 +238,7 @@ private:
     mutable std::mutex mutex_;              // guards posted_ and stats_
     std::vector<Origination> posted_;
     std::vector<Redrive> redrives_;
+    std::set<std::string, std::less<>> redrives_in_flight_;  // keys queued or carried, until committed
     std::vector<StepResult> step_results_;   // from step workers
     ServiceStats stats_;
 };

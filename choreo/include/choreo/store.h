@@ -152,6 +152,8 @@ public:
     // Durable functions' records (choreo/execution.h, choreo/promise.h).
     virtual Result<std::optional<PromiseRow>> find_promise(std::string_view id) = 0;
     virtual Result<std::optional<ExecutionRow>> find_execution(std::string_view id) = 0;
+    // The outbox row of a sent id (settled or not, until purged).
+    virtual Result<std::optional<OutboxRow>> find_outbox(const MessageId& id) = 0;
     // The execution's history in position order, at most `limit` records.
     virtual Result<std::vector<HistoryRecord>> load_history(std::string_view execution_id,
                                                             std::size_t limit) = 0;
@@ -173,7 +175,6 @@ public:
     // A batch that fails leaves no trace. Called by the runtime thread only.
     virtual Status commit(const CommitBatch& batch) = 0;
 
-    virtual Result<std::optional<OutboxRow>> find_outbox(const MessageId& id) = 0;
     // Unsettled outbox rows in id order, starting after `after` (nil id: from the start).
     virtual Result<std::vector<OutboxRow>> unsettled_outbox(const MessageId& after,
                                                             std::size_t limit) = 0;
