@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <sstream>
+#include <thread>
 
 #include "choreo/codec.h"
 #include "choreo/service.h"
@@ -374,6 +375,36 @@ TEST(SqliteStore, AServiceStopsOnAFullStoreAndResumesExactlyOnceWithRoom) {
         EXPECT_EQ(unpack<int>(*applied).value(), 1) << "deposit " << n;
     }
     EXPECT_EQ((*roomy)->integrity_check().value(), "ok");
+}
+
+TEST(SqliteStore, AFileAlreadyOverTheCapIsRefusedAtOpen) {
+    TempDir dir;
+    const std::string path = dir.file("big.db");
+    {
+        auto store = open_path(path);
+        ASSERT_TRUE(store.ok());
+        for (int n = 0; n < 10; n++) ASSERT_TRUE((*store)->commit(state_batch(n, 16 * 1024)).ok());
+    }
+    auto capped = SqliteStore::open({.path = path, .size_bytes_max = 64 * 1024});
+    ASSERT_FALSE(capped.ok());
+    EXPECT_EQ(capped.status().reason(), "store_full");
+}
+
+// Two processes (here: two connections on two threads) opening one new file at the same moment:
+// one creates the schema, the other finds it done.
+TEST(SqliteStore, OpeningANewFileTwiceAtOnceCreatesTheSchemaOnce) {
+    for (int round = 0; round < 10; round++) {
+        TempDir dir;
+        const std::string path = dir.file("race.db");
+        Status first_status;
+        Status second_status;
+        std::thread first{[&] { first_status = open_path(path).status(); }};
+        std::thread second{[&] { second_status = open_path(path).status(); }};
+        first.join();
+        second.join();
+        EXPECT_TRUE(first_status.ok()) << first_status.to_string();
+        EXPECT_TRUE(second_status.ok()) << second_status.to_string();
+    }
 }
 
 TEST(SqliteStore, AClosedStoreSaysSo) {

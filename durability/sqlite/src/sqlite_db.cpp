@@ -24,7 +24,8 @@ Status sqlite_status(int code, std::string_view what, sqlite3* db) {
     std::string message = describe(code, what, db);
     switch (code & 0xFF) {
         case SQLITE_BUSY:
-        case SQLITE_LOCKED: return transient_error("store_busy", std::move(message));
+        case SQLITE_LOCKED:
+        case SQLITE_PROTOCOL: return transient_error("store_busy", std::move(message));
         case SQLITE_FULL: return precondition_error("store_full", std::move(message));
         case SQLITE_NOTADB: return precondition_error("not_a_choreo_database", std::move(message));
         case SQLITE_READONLY:

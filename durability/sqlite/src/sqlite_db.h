@@ -18,7 +18,7 @@
 namespace choreo::sqlite {
 
 // Maps an SQLite result code to the Store contract (choreo/store.h):
-//   busy, locked                 -> transient   "store_busy"
+//   busy, locked, protocol       -> transient   "store_busy"
 //   full                         -> failed_precondition "store_full"
 //   notadb                       -> failed_precondition "not_a_choreo_database"
 //   readonly, cantopen, perm     -> failed_precondition "store_not_writable" / "store_cannot_open"

@@ -1,6 +1,9 @@
 // sqlite_schema.cpp — opening a file: what it is, the schema and its forward migrations.
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "sqlite_store_impl.h"
 
@@ -81,7 +84,17 @@ struct Identity {
     std::int64_t objects = 0;  // tables, indexes, views, triggers
 };
 
+Result<Identity> read_identity(Connection& db);
+
+// Read in one read transaction: one snapshot, even while another process stamps the file.
 Result<Identity> identify(Connection& db) {
+    CHOREO_RETURN_IF_ERROR(db.exec("BEGIN", "begin identify"));
+    Result<Identity> identity = read_identity(db);
+    (void)db.exec("COMMIT", "end identify");  // a read transaction: nothing to lose
+    return identity;
+}
+
+Result<Identity> read_identity(Connection& db) {
     Identity identity;
     // A file that is not SQLite fails here, with SQLITE_NOTADB.
     Result<std::int64_t> objects = pragma_integer(db, "SELECT count(*) FROM sqlite_schema");
@@ -119,10 +132,20 @@ Status check_identity(const Identity& identity, const std::string& path) {
 
 // Runs the migrations from `from` up to this build's version in one transaction, so a crash
 // mid-migration leaves the old version whole.
+// Another process may be opening the same new file at the same moment: the version is read
+// again under the write lock, and whoever comes second finds the work done.
 Status migrate(Connection& db, std::int64_t from) {
     CHOREO_ASSERT(from >= 0 && from <= SqliteStore::schema_version);
     if (from == SqliteStore::schema_version) return Status{};
     CHOREO_RETURN_IF_ERROR(db.exec("BEGIN IMMEDIATE", "begin migration"));
+    Result<std::int64_t> current = pragma_integer(db, "PRAGMA user_version");
+    if (!current.ok() || current.value() != from) {
+        (void)db.exec("ROLLBACK", "rollback migration");
+        if (!current.ok()) return current.status();
+        if (current.value() == SqliteStore::schema_version) return Status{};
+        return precondition_error("store_error", "the schema version changed from " + std::to_string(from) +
+                                                     " to " + std::to_string(current.value()) + " while opening");
+    }
     for (std::int64_t version = from; version < SqliteStore::schema_version; version++) {
         Status applied = db.exec(migrations[static_cast<std::size_t>(version)],
                                  "migrate schema " + std::to_string(version) + " -> " + std::to_string(version + 1));
@@ -151,10 +174,21 @@ const char* synchronous_pragma(SqliteSync sync) {
     CHOREO_UNREACHABLE();
 }
 
+// Switching to WAL needs a moment alone with the file; SQLite answers busy at once, without its
+// busy handler, while another connection reads it (another process opening the same file).
+// So this waits here, in small steps, up to busy_timeout_ms.
+Result<std::string> enter_wal_mode(Connection& db, const SqliteStoreOptions& options) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::milliseconds(options.busy_timeout_ms);
+    for (int attempt = 1;; attempt++) {
+        Result<std::string> mode = pragma_text(db, "PRAGMA journal_mode = WAL");
+        if (mode.ok() || mode.status().code() != StatusCode::transient) return mode;
+        if (std::chrono::steady_clock::now() >= give_up) return mode;
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 20)));
+    }
+}
+
 Status configure(Connection& db, const SqliteStoreOptions& options) {
-    sqlite3_extended_result_codes(db.get(), 1);
-    sqlite3_busy_timeout(db.get(), static_cast<int>(options.busy_timeout_ms));
-    Result<std::string> mode = pragma_text(db, "PRAGMA journal_mode = WAL");
+    Result<std::string> mode = enter_wal_mode(db, options);
     if (!mode.ok()) return mode.status();
     if (mode.value() != "wal") {
         return precondition_error("store_error", options.path + ": WAL mode is not available (journal mode stays " +
@@ -170,12 +204,17 @@ Status configure(Connection& db, const SqliteStoreOptions& options) {
         Result<std::int64_t> page_size = pragma_integer(db, "PRAGMA page_size");
         if (!page_size.ok()) return page_size.status();
         const std::int64_t pages = std::max<std::int64_t>(1, options.size_bytes_max / page_size.value());
+        Result<std::int64_t> used = pragma_integer(db, "PRAGMA page_count");
+        if (!used.ok()) return used.status();
+        if (used.value() > pages) {
+            return precondition_error("store_full", options.path + " holds " +
+                                                        std::to_string(used.value() * page_size.value()) +
+                                                        " bytes, over size_bytes_max " +
+                                                        std::to_string(options.size_bytes_max));
+        }
         const std::string cap = "PRAGMA max_page_count = " + std::to_string(pages);
         Result<std::int64_t> capped = pragma_integer(db, cap.c_str());
         if (!capped.ok()) return capped.status();
-        if (capped.value() < pages) {
-            return precondition_error("store_full", options.path + " is already larger than size_bytes_max");
-        }
     }
     return Status{};
 }
@@ -200,12 +239,19 @@ void parent_execution_function(sqlite3_context* context, int, sqlite3_value** ar
 }  // namespace
 
 Result<Connection> open_database(const SqliteStoreOptions& options) {
+    // STRICT tables and SQLITE_OPEN_EXRESCODE need 3.37.
+    if (sqlite3_libversion_number() < 3037000) {
+        return precondition_error("sqlite_too_old", std::string("SQLite ") + sqlite3_libversion() +
+                                                        " is linked; the store needs 3.37 or newer");
+    }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
     if (options.create) flags |= SQLITE_OPEN_CREATE;
     sqlite3* handle = nullptr;
     const int code = sqlite3_open_v2(options.path.c_str(), &handle, flags, nullptr);
     Connection db{handle};  // closed on every early return, even when the open failed
     if (code != SQLITE_OK) return sqlite_status(code, "open " + options.path, handle);
+    sqlite3_extended_result_codes(db.get(), 1);
+    sqlite3_busy_timeout(db.get(), static_cast<int>(options.busy_timeout_ms));  // before any read
     if (sqlite3_db_readonly(db.get(), "main") == 1) {
         return precondition_error("store_not_writable", options.path + " can only be opened read-only");
     }
