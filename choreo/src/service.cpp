@@ -302,7 +302,10 @@ Status Service::gather(StepInputs& inputs, std::int64_t wait_us) {
     auto count = [&] { return inputs.deliveries.size() + inputs.confirmed.size(); };
     const std::size_t before = count();
     CHOREO_RETURN_IF_ERROR(receive_into(inputs, ready_to_step(inputs) ? 0 : idle_wait_us(wait_us)));
-    if (count() > before && options_.batch_delay_us_max > 0) {
+    // A full batch does not wait for more: it could take in nothing but confirmations, and the
+    // next batch takes those.
+    const bool batch_full = inputs.deliveries.size() >= options_.batch_size_max;
+    if (count() > before && options_.batch_delay_us_max > 0 && !batch_full) {
         CHOREO_RETURN_IF_ERROR(receive_into(inputs, options_.batch_delay_us_max));
     }
     for (std::size_t round = 0; round < options_.batch_size_max; round++) {

@@ -128,8 +128,10 @@ Status Statement::run(std::string_view what) {
 }
 
 void Statement::reset() {
-    sqlite3_reset(stmt_);  // returns the last step's error again: already reported by step()
-    sqlite3_clear_bindings(stmt_);
+    // Returns the last step's error again: already reported by step(). Bindings stay: every use
+    // binds every parameter again (text and blobs are SQLITE_STATIC, so a stale binding is never
+    // read: the next step comes only after new binds).
+    sqlite3_reset(stmt_);
 }
 
 std::string Statement::text(int column) const {

@@ -16,8 +16,8 @@ struct StoreImpl {
     Statement find_dedup, horizon, load_state, find_outbox, unsettled_outbox, find_position;
     Statement find_dead_letter, list_dead_letters, delete_dead_letter;
     Statement find_promise, promise_timers, find_execution, running_executions, load_history;
-    // Commit.
-    Statement begin, commit, rollback;
+    // Commit (begin_read and commit/rollback also bracket the batch's dedup lookups).
+    Statement begin, begin_read, commit, rollback;
     Statement insert_dedup, put_state, erase_state, insert_outbox, settle_outbox, put_position;
     Statement upsert_dead_letter, create_promise, settle_promise, put_execution, put_history;
     // Purge.
