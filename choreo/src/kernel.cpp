@@ -172,7 +172,9 @@ void Kernel::Batch::originate(const Origination& origination) {
 std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delivery>& deliveries,
                                                        const std::vector<Redrive>& redrives) {
     std::vector<Candidate> candidates;
+    candidates.reserve(kernel_.retries_.size() + deliveries.size() + redrives.size());  // one allocation
     std::unordered_map<MessageId, std::size_t, MessageIdHash> index_of;
+    index_of.reserve(candidates.capacity());
     std::unordered_map<MessageId, std::size_t, MessageIdHash> renewed_index;
     for (const auto& [id, retry] : kernel_.retries_) {
         if (retry.due_ms > effects.now_ms) continue;

@@ -237,6 +237,7 @@ Result<bool> Service::run_once(std::int64_t wait_us) {
     }
     StepInputs inputs = std::move(carried_);
     carried_ = StepInputs{};
+    inputs.deliveries.reserve(options_.batch_size_max);
     {
         std::lock_guard lock{mutex_};
         for (Origination& origination : posted_) inputs.originated.push_back(std::move(origination));

@@ -25,16 +25,34 @@
 
 namespace choreo {
 
+namespace detail {
+// msgpack's output stream concept: appends to a byte vector.
+struct BytesWriter {
+    Bytes& out;
+    void write(const char* data, std::size_t size) { out.insert(out.end(), data, data + size); }
+};
+// One zone per thread for parsing bodies; unpack() empties it after each value.
+inline msgpack::zone& unpack_zone() {
+    thread_local msgpack::zone zone;
+    return zone;
+}
+inline bool& unpack_zone_in_use() {
+    thread_local bool in_use = false;
+    return in_use;
+}
+}  // namespace detail
+
 // Encodes a value with its msgpack adaptor. Bytes pass through unchanged.
 template <typename T>
 Bytes pack(const T& value) {
     if constexpr (std::is_same_v<T, Bytes>) {
         return value;
     } else {
-        msgpack::sbuffer buffer;
-        msgpack::pack(buffer, value);
-        const auto* data = reinterpret_cast<const std::uint8_t*>(buffer.data());
-        return Bytes(data, data + buffer.size());
+        Bytes out;
+        out.reserve(64);  // most bodies fit: no growth step by step
+        detail::BytesWriter writer{out};  // straight into the result: no 8 KiB staging buffer
+        msgpack::pack(writer, value);
+        return out;
     }
 }
 
@@ -47,15 +65,29 @@ Result<T> unpack(ByteView bytes, const MessageLimits& limits = {}) {
         const msgpack::unpack_limit bounds{limits.message_bytes_max, limits.message_bytes_max,
                                            limits.message_bytes_max, limits.message_bytes_max,
                                            limits.message_bytes_max, limits.nesting_depth_max};
+        // The parsed tree lives in this thread's reusable zone, emptied after every value, so a
+        // handler call does not allocate (and free) a fresh 8 KiB zone for its body.
+        // (An adaptor that itself calls unpack() gets a zone of its own.)
+        std::optional<msgpack::zone> nested;
+        msgpack::zone& zone = detail::unpack_zone_in_use() ? nested.emplace() : detail::unpack_zone();
+        struct ClearZone {
+            msgpack::zone& zone;
+            bool shared;
+            ~ClearZone() {
+                if (!shared) return;
+                zone.clear();
+                detail::unpack_zone_in_use() = false;
+            }
+        } clear_zone{zone, !nested.has_value()};
+        if (!nested) detail::unpack_zone_in_use() = true;
         try {
             std::size_t offset = 0;
-            msgpack::object_handle handle =
-                msgpack::unpack(reinterpret_cast<const char*>(bytes.data()), bytes.size(), offset,
-                                nullptr, nullptr, bounds);
+            const msgpack::object object = msgpack::unpack(zone, reinterpret_cast<const char*>(bytes.data()),
+                                                           bytes.size(), offset, nullptr, nullptr, bounds);
             if (offset != bytes.size()) {
                 return invalid_argument_error("body_decode_failed", "trailing bytes after the value");
             }
-            return handle.get().as<T>();
+            return object.as<T>();
         } catch (const std::exception& error) {
             return invalid_argument_error("body_decode_failed", error.what());
         }
