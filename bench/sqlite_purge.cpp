@@ -6,7 +6,7 @@
 // promises, finished executions with history), next to the baseline of one group commit of a
 // 256-step batch on the same file, in the same run.
 //
-//   ./sqlite_purge [--rows N] [--rows-max M] [--quick] [--dir PATH]
+//   ./sqlite_purge [--rows N] [--rows-max M] [--wal-pages P] [--quick] [--dir PATH]
 #include <stdlib.h>
 
 #include <algorithm>
@@ -26,6 +26,7 @@ using Clock = std::chrono::steady_clock;
 struct Settings {
     int rows = 200'000;     // dedup rows; a quarter as many outbox rows, promises and history records
     std::size_t rows_max = 1000;
+    std::int64_t wal_pages = 1000;  // SqliteStoreOptions::wal_autocheckpoint_pages
     std::string dir;
     bool quick = false;
 };
@@ -41,6 +42,8 @@ Settings parse(int argc, char** argv) {
             settings.rows = std::atoi(argv[++index]);
         } else if (std::strcmp(argv[index], "--rows-max") == 0 && has_value) {
             settings.rows_max = static_cast<std::size_t>(std::atoi(argv[++index]));
+        } else if (std::strcmp(argv[index], "--wal-pages") == 0 && has_value) {
+            settings.wal_pages = std::atoll(argv[++index]);
         } else if (std::strcmp(argv[index], "--dir") == 0 && has_value) {
             settings.dir = argv[++index];
         }
@@ -116,6 +119,7 @@ int main(int argc, char** argv) {
     }
     choreo::SqliteStoreOptions options;
     options.path = dir + "/purge.db";
+    options.wal_autocheckpoint_pages = settings.wal_pages;
     auto opened = choreo::SqliteStore::open(options);
     if (!opened.ok()) {
         std::fprintf(stderr, "%s\n", opened.status().to_string().c_str());

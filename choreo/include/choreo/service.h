@@ -50,7 +50,7 @@ struct RetentionOptions {
     TimeMs promise_retention_ms = 7LL * 24 * 3600 * 1000; // settled promises kept this long
     TimeMs execution_retention_ms = 7LL * 24 * 3600 * 1000; // finished executions (and history)
     TimeMs purge_interval_ms = 1000;
-    std::size_t purge_rows_max = 1000;                    // per purge pass
+    std::size_t purge_rows_max = 250;  // per purge pass: about one commit's time on SQLite (bench/sqlite_purge)
 };
 
 struct ServiceOptions {
