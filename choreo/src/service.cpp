@@ -333,6 +333,10 @@ Status Service::receive_into(StepInputs& inputs, std::int64_t timeout_us) {
 
 // Write last: the batch's effects become durable, and only then are deliveries acknowledged.
 Status Service::commit(BatchEffects& effects) {
+    if (options_.testing_ack_before_commit && !effects.acks.empty()) {
+        transport_.acknowledge(effects.acks).ignore();
+        effects.acks.clear();
+    }
     if (!effects.commit.empty()) {
         CHOREO_RETURN_IF_ERROR(store_.commit(effects.commit));
     }

@@ -273,6 +273,11 @@ struct FunctionSignature<R (C::*)(DurableContext&, A) const> {
 };
 template <typename C, typename R, typename A>
 struct FunctionSignature<R (C::*)(DurableContext&, A)> : FunctionSignature<R (C::*)(DurableContext&, A) const> {};
+template <typename R, typename A>
+struct FunctionSignature<R (*)(DurableContext&, A)> {  // a free function
+    using Args = std::decay_t<A>;
+    using Returned = R;
+};
 template <typename T>
 struct TaskValue;
 template <typename T>

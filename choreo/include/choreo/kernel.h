@@ -89,6 +89,9 @@ struct KernelOptions {
     std::size_t sends_per_step_max = 1024;
     std::size_t state_value_bytes_max = 1024 * 1024;
     std::size_t dead_letter_raw_bytes_max = 1024 * 1024;
+    // TEST ONLY: breaks "read first" on purpose (every input looks new), so the simulator can show
+    // it catches the double apply that follows. Never set it in a service.
+    bool testing_skip_dedup_read = false;
     ExecutionLimits executions{};
     std::size_t timers_per_step_max = 1024;        // due timers fired in one step
     std::size_t replays_per_step_max = 4096;       // executions replayed in one step

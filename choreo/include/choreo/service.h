@@ -65,6 +65,9 @@ struct ServiceOptions {
     std::size_t outbox_restore_page_max = 1000;
     std::size_t posted_max = 10'000;          // post() calls waiting for the next batch
     std::size_t step_workers_max = 4;         // threads for durable function steps; 0: inline
+    // TEST ONLY: acknowledges a batch's deliveries before its commit ("write last" broken on
+    // purpose), so the simulator can show it catches the loss that follows. Never set it.
+    bool testing_ack_before_commit = false;
     std::size_t restore_page_max = 1000;      // timers and executions read per page at start
     KernelOptions kernel{};        // `kernel.self` is set from name and instance
     RetentionOptions retention{};
