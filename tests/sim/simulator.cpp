@@ -28,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -141,7 +142,10 @@ const std::vector<std::string> required_marks = {
     "duplicate_dropped", "crash_before_commit", "crash_after_commit", "kill_between_batches",
     "timer_fired",       "timer_after_restart", "redelivered",        "late_replay",
     "ack_lost",          "partition",           "compensation",       "retransmission",
+    "horizon_refusal",
 };
+
+constexpr TimeMs dedup_retention_ms = 5 * 60'000;
 
 struct Outcome {
     std::map<std::string, std::string> results;  // order -> the execution's result
@@ -177,6 +181,8 @@ public:
         const TimeMs liveness_end = clock_.now_ms() + 30 * 60'000;
         while (clock_.now_ms() < liveness_end && !all_done()) tick(false);
         check();
+        check_nothing_pending();
+        late_replays();
         const choreo::SimNetworkStats stats = network_.stats();
         outcome_.marks.hit("redelivered", stats.redelivered);
         outcome_.marks.hit("late_replay", stats.replayed);
@@ -212,6 +218,7 @@ private:
         options.step_workers_max = 0;      // steps run inline: one thread
         options.kernel.send_retry_delay_ms_min = 50;
         options.kernel.send_retry_delay_ms_max = 2'000;
+        options.retention.dedup_retention_ms = dedup_retention_ms;  // the late phase outlives it
         options.kernel.testing_skip_dedup_read = broken_ == BrokenRule::skip_dedup_read;
         options.testing_ack_before_commit = broken_ == BrokenRule::ack_before_commit;
         node.service = std::make_unique<choreo::Service>(options, *node.transport, node.store, clock_, *node.random);
@@ -260,6 +267,43 @@ private:
         }
     }
 
+    // After everything ended: time passes beyond the dedup retention, the purge forgets old ids and
+    // raises the horizon, and old messages arrive once more. Each must have no effect: refused
+    // below the horizon (a dead letter) or, if still remembered, dropped as a duplicate.
+    void late_replays() {
+        late_phase_ = true;
+        clock_.advance_ms(dedup_retention_ms + 60'000);
+        for (int round = 0; round < 200; round++) tick(false);  // purge passes run between batches
+        network_.replay_old(20);
+        const TimeMs end = clock_.now_ms() + 60'000;
+        while (clock_.now_ms() < end) tick(false);
+        const std::map<std::string, std::string> results = outcome_.results;
+        const std::map<std::string, std::string> ledger = outcome_.ledger;
+        outcome_.results.clear();
+        outcome_.ledger.clear();
+        check();
+        if (outcome_.results != results || outcome_.ledger != ledger) {
+            outcome_.violations.push_back("a late replay changed an outcome");
+        }
+    }
+
+    // Every committed send was confirmed (or dead-lettered with a reason: none is expected here),
+    // and nothing was refused.
+    void check_nothing_pending() {
+        for (const std::unique_ptr<Node>& node : nodes_) {
+            choreo::Result<std::vector<choreo::OutboxRow>> unsettled = node->store.unsettled_outbox({}, 10);
+            if (unsettled.ok() && !unsettled->empty()) {
+                outcome_.violations.push_back(node->name + " has " + std::to_string(unsettled->size()) +
+                                              "+ sends never confirmed");
+            }
+            choreo::Result<std::vector<choreo::DeadLetter>> letters = node->store.dead_letters("", 10);
+            if (letters.ok() && !letters->empty()) {
+                outcome_.violations.push_back(node->name + " dead-lettered " + (*letters)[0].key + ": " +
+                                              (*letters)[0].reason + " " + (*letters)[0].detail);
+            }
+        }
+    }
+
     void observe(Node& node, const choreo::TraceEvent& event) {
         std::uint64_t& hash = outcome_.trace_hash;
         auto fold = [&](std::string_view text) {
@@ -276,11 +320,23 @@ private:
         outcome_.events++;
         using choreo::TraceKind;
         if (event.kind == TraceKind::duplicate) outcome_.marks.hit("duplicate_dropped");
+        if (event.kind == TraceKind::applied && !applied_.insert({node.name, event.id}).second) {
+            // Effect once, as a property of the trace: a consumer applies an id at most once.
+            outcome_.violations.push_back(node.name + " applied " + event.id.to_string() + " twice");
+        }
+        if (event.kind == TraceKind::dead_lettered && event.reason == choreo::refusal::beyond_dedup_horizon) {
+            outcome_.marks.hit("horizon_refusal");
+            if (!late_phase_) outcome_.violations.push_back(node.name + " refused a first delivery below the horizon");
+        }
         if (event.kind == TraceKind::timer_fired) {
             outcome_.marks.hit("timer_fired");
             if (node.restarts > 0) outcome_.marks.hit("timer_after_restart");
         }
-        if (event.kind == TraceKind::settle_conflict) {
+        if (event.kind == TraceKind::settle_conflict && late_phase_) {
+            // A late replay of a call, refused below the horizon, answers it with a rejection: the
+            // caller reports the conflict with the settled promise and applies nothing.
+            outcome_.marks.hit("late_settle_conflict");
+        } else if (event.kind == TraceKind::settle_conflict) {
             outcome_.violations.push_back(node.name + ": settle conflict on " + event.subject + " (" + event.reason + ")");
         }
         if (event.kind == TraceKind::execution_completed || event.kind == TraceKind::execution_failed) {
@@ -410,6 +466,8 @@ private:
     std::vector<std::unique_ptr<Node>> nodes_;
     std::vector<Order> orders_;
     std::map<std::string, int> settled_;
+    std::set<std::pair<std::string, choreo::MessageId>> applied_;
+    bool late_phase_ = false;
     Outcome outcome_;
 };
 
