@@ -142,7 +142,7 @@ const std::vector<std::string> required_marks = {
     "duplicate_dropped", "crash_before_commit", "crash_after_commit", "kill_between_batches",
     "timer_fired",       "timer_after_restart", "redelivered",        "late_replay",
     "ack_lost",          "partition",           "compensation",       "retransmission",
-    "horizon_refusal",
+    "horizon_refusal",   "nondeterminism",
 };
 
 constexpr TimeMs dedup_retention_ms = 5 * 60'000;
@@ -233,6 +233,22 @@ private:
         if (node.name == "stock") {
             service.function("reserve", reserve);
             service.function("release", release);
+            // Deliberately nondeterministic: its code takes another path in every other process
+            // generation, so a replay after some restarts no longer matches its history and the
+            // execution fails with `nondeterminism`. It is outside the saga: its result is not
+            // part of the outcomes compared with the run without faults.
+            const std::uint32_t generation = node.restarts;
+            service.function("audit", [generation](choreo::DurableContext& ctx, int rounds) -> choreo::Task<int> {
+                for (int round = 0; round < rounds; round++) {
+                    if (generation % 2 == 0) {
+                        co_await ctx.sleep_ms(200);
+                    } else {
+                        co_await ctx.call<std::string>("stock", "reserve", std::string("audit"));
+                    }
+                }
+                co_return rounds;
+            });
+            service.start("stock", "audit", "audit", 20).ignore();
         }
         if (node.name == "pay") service.function("charge", charge);
         if (node.name == "ledger") {
@@ -343,6 +359,10 @@ private:
             const std::string key = node.name + "/" + event.subject;
             if (++settled_[key] > 1) outcome_.violations.push_back("execution " + key + " settled twice");
             if (node.name == "stock" && event.message_kind == "release") outcome_.marks.hit("compensation");
+            if (event.kind == TraceKind::execution_failed &&
+                event.reason.find(choreo::durable_error::nondeterminism) != std::string::npos) {
+                outcome_.marks.hit("nondeterminism");
+            }
         }
     }
 
