@@ -97,6 +97,7 @@ struct Faults {
     choreo::SimFaults network{};
     std::uint32_t crash_per_mille = 0;      // per tick: a service's next commit crashes
     std::uint32_t kill_per_mille = 0;       // per tick: a service's process dies between batches
+    std::uint32_t busy_per_mille = 0;       // per tick: a store fails its next commits as busy
     std::uint32_t partition_per_mille = 0;  // per tick: two services are cut apart
     std::uint32_t heal_per_mille = 0;       // per tick: partitions heal
     std::uint32_t replay_per_mille = 0;     // per tick: old messages are replayed
@@ -108,6 +109,7 @@ Faults default_faults() {
                       .delay_ms_min = 0, .delay_ms_max = 200};
     faults.crash_per_mille = 8;
     faults.kill_per_mille = 4;
+    faults.busy_per_mille = 5;
     faults.partition_per_mille = 3;
     faults.heal_per_mille = 30;
     faults.replay_per_mille = 20;
@@ -124,6 +126,7 @@ Faults swarm_faults(choreo::Random& random) {
     faults.network.delay_ms_max = static_cast<TimeMs>(pick(1000));
     faults.crash_per_mille = pick(30);
     faults.kill_per_mille = pick(20);
+    faults.busy_per_mille = pick(20);
     faults.partition_per_mille = pick(10);
     faults.heal_per_mille = 5 + pick(50);
     faults.replay_per_mille = pick(50);
@@ -142,7 +145,7 @@ const std::vector<std::string> required_marks = {
     "duplicate_dropped", "crash_before_commit", "crash_after_commit", "kill_between_batches",
     "timer_fired",       "timer_after_restart", "redelivered",        "late_replay",
     "ack_lost",          "partition",           "compensation",       "retransmission",
-    "horizon_refusal",   "nondeterminism",
+    "horizon_refusal",   "nondeterminism",      "commit_busy",
 };
 
 constexpr TimeMs dedup_retention_ms = 5 * 60'000;
@@ -199,6 +202,8 @@ private:
         std::unique_ptr<choreo::Service> service;
         choreo::MemoryStore::CrashPoint armed = choreo::MemoryStore::CrashPoint::none;
         std::uint32_t restarts = 0;
+        bool busy_streak = false;          // busy commits injected since the last good commit
+        std::uint64_t commits_at_busy = 0;
     };
 
     void start(std::size_t index) {
@@ -207,6 +212,8 @@ private:
         node.transport.reset();  // unacknowledged deliveries go back to the network
         node.store.recover();
         node.armed = choreo::MemoryStore::CrashPoint::none;
+        node.store.fail_commits(0, {});  // a new process: the busy streak ended with the old one
+        node.busy_streak = false;
         node.random = std::make_unique<choreo::SeededRandom>(seed_ * 1'000'003 + index * 7919 + node.restarts);
         node.transport = std::make_unique<choreo::SimTransport>(network_, choreo::Address::unicast(node.name, "1"));
         choreo::ServiceOptions options;
@@ -421,6 +428,19 @@ private:
                 outcome_.marks.hit("kill_between_batches");
                 nodes_[index]->restarts++;
                 start(index);
+            }
+        }
+        if (faults_.busy_per_mille > 0 && random_.chance(faults_.busy_per_mille, 1000)) {
+            // A busy disk: the next 1-3 commits fail as transient; the runtime backs off and
+            // runs the same inputs again (fewer than its commit_attempts_max).
+            // At most one streak between two good commits, so it stays under commit_attempts_max.
+            Node& node = *nodes_[random_.below(nodes_.size())];
+            const std::uint64_t commits = node.service->stats().commits;
+            if (!node.busy_streak || commits > node.commits_at_busy) {
+                node.store.fail_commits(1 + random_.below(3), choreo::transient_error("store_busy", "simulated"));
+                node.busy_streak = true;
+                node.commits_at_busy = commits;
+                outcome_.marks.hit("commit_busy");
             }
         }
         if (faults_.partition_per_mille > 0 && random_.chance(faults_.partition_per_mille, 1000)) {
