@@ -148,7 +148,11 @@ const std::vector<std::string> required_marks = {
     "horizon_refusal",   "nondeterminism",      "commit_busy",
 };
 
-constexpr TimeMs dedup_retention_ms = 5 * 60'000;
+// The liveness phase ends well inside the dedup retention, so a first delivery is never below
+// the horizon; the late phase then jumps past it.
+constexpr TimeMs liveness_ms = 30 * 60'000;
+constexpr TimeMs dedup_retention_ms = 2 * liveness_ms;
+constexpr std::uint64_t ticks_max = 2'000'000;  // a world that never goes idle is a failure too
 
 struct Outcome {
     std::map<std::string, std::string> results;  // order -> the execution's result
@@ -156,6 +160,7 @@ struct Outcome {
     std::vector<std::string> violations;
     std::uint64_t trace_hash = 1469598103934665603ULL;  // FNV-1a over every committed trace event
     std::uint64_t events = 0;
+    std::uint64_t committed_batches = 0;
     Marks marks;
 };
 
@@ -170,7 +175,19 @@ public:
         network_.set_faults(faults_.network);
         for (const char* name : {"shop", "stock", "pay", "ledger"}) {
             nodes_.push_back(std::make_unique<Node>());
-            nodes_.back()->name = name;
+            Node& node = *nodes_.back();
+            node.name = name;
+            // Effect once, from the store's own record: every applied input commits its dedup
+            // row; the same id committed twice at one consumer is a second apply. This sees
+            // batches whose process crashed right after the commit, which the trace does not.
+            node.store.set_commit_listener([this, &node](const choreo::CommitBatch& batch) {
+                for (const choreo::DedupRow& row : batch.dedup) {
+                    if (!committed_.insert({node.name, row.id}).second) {
+                        outcome_.violations.push_back(node.name + " committed " + row.id.to_string() + " twice");
+                    }
+                }
+                outcome_.committed_batches++;
+            });
         }
         for (std::size_t index = 0; index < nodes_.size(); index++) start(index);
         make_orders();
@@ -178,11 +195,21 @@ public:
 
     Outcome run() {
         const TimeMs safety_end = clock_.now_ms() + 30'000;
-        while (clock_.now_ms() < safety_end) tick(true);
+        while (clock_.now_ms() < safety_end && ticks_ < ticks_max) tick(true);
         network_.heal();
-        network_.set_faults({});  // liveness: a quiet network, no crashes
-        const TimeMs liveness_end = clock_.now_ms() + 30 * 60'000;
-        while (clock_.now_ms() < liveness_end && !all_done()) tick(false);
+        network_.set_faults({});  // liveness: a quiet network, no crashes, no busy disk
+        for (const std::unique_ptr<Node>& node : nodes_) {
+            node->store.inject_crash(choreo::MemoryStore::CrashPoint::none);
+            node->store.fail_commits(0, {});
+            node->armed = choreo::MemoryStore::CrashPoint::none;
+        }
+        const TimeMs liveness_end = clock_.now_ms() + liveness_ms;
+        while (clock_.now_ms() < liveness_end && !all_done() && ticks_ < ticks_max) tick(false);
+        if (!all_done()) {
+            outcome_.violations.push_back("liveness: not done after " + std::to_string(liveness_ms / 1000) +
+                                          " quiet virtual seconds (" + std::to_string(network_.in_flight()) +
+                                          " messages in flight, " + std::to_string(ticks_) + " ticks)");
+        }
         check();
         check_nothing_pending();
         late_replays();
@@ -319,6 +346,17 @@ private:
                 outcome_.violations.push_back(node->name + " has " + std::to_string(unsettled->size()) +
                                               "+ sends never confirmed");
             }
+            choreo::Result<std::vector<choreo::ExecutionRow>> running = node->store.running_executions("", 10);
+            if (running.ok() && !running->empty()) {
+                outcome_.violations.push_back(node->name + " still runs execution " + (*running)[0].id);
+            }
+            choreo::Result<std::vector<choreo::PromiseRow>> timers = node->store.pending_promises_with_deadline("", 10);
+            if (timers.ok() && !timers->empty()) {
+                outcome_.violations.push_back(node->name + " still has pending promise " + (*timers)[0].id);
+            }
+            if (node->service->retries_pending() > 0) {
+                outcome_.violations.push_back(node->name + " still has handler retries waiting");
+            }
             choreo::Result<std::vector<choreo::DeadLetter>> letters = node->store.dead_letters("", 10);
             if (letters.ok() && !letters->empty()) {
                 outcome_.violations.push_back(node->name + " dead-lettered " + (*letters)[0].key + ": " +
@@ -374,6 +412,7 @@ private:
     }
 
     void tick(bool safety) {
+        ticks_++;
         if (safety) inject_faults();
         bool worked = false;
         // Every service gets a turn, in an order the seed picks.
@@ -507,6 +546,8 @@ private:
     std::vector<Order> orders_;
     std::map<std::string, int> settled_;
     std::set<std::pair<std::string, choreo::MessageId>> applied_;
+    std::set<std::pair<std::string, choreo::MessageId>> committed_;
+    std::uint64_t ticks_ = 0;
     bool late_phase_ = false;
     Outcome outcome_;
 };
@@ -572,7 +613,9 @@ std::vector<std::string> check_seed(std::uint64_t seed, const Settings& settings
     Outcome again = World{seed, true, settings.swarm, settings.broken}.run();
     Outcome calm = World{seed, false, settings.swarm, settings.broken}.run();
     std::vector<std::string> violations = faulty.violations;
-    if (faulty.trace_hash != again.trace_hash || faulty.events != again.events) {
+    if (faulty.trace_hash != again.trace_hash || faulty.events != again.events ||
+        faulty.committed_batches != again.committed_batches || faulty.results != again.results ||
+        faulty.ledger != again.ledger || faulty.violations != again.violations) {
         violations.push_back("not deterministic: the same seed gave two different traces (" +
                              std::to_string(faulty.events) + " and " + std::to_string(again.events) + " events)");
     }

@@ -50,6 +50,7 @@ Status MemoryStore::commit(const CommitBatch& batch) {
         }
     }
     apply(batch);
+    if (commit_listener_) commit_listener_(batch);
     if (crash_point_ == CrashPoint::after_commit) {
         crash_point_ = CrashPoint::none;
         crashed_ = true;
@@ -348,6 +349,11 @@ void MemoryStore::fail_commits(std::size_t count, Status failure) {
     CHOREO_ASSERT(count == 0 || !failure.ok());
     failures_left_ = count;
     failure_ = std::move(failure);
+}
+
+void MemoryStore::set_commit_listener(std::function<void(const CommitBatch&)> listener) {
+    std::lock_guard lock{mutex_};
+    commit_listener_ = std::move(listener);
 }
 
 void MemoryStore::recover() {

@@ -15,6 +15,7 @@
 // Thread-safe: tests may read while a service runs.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <mutex>
 #include <set>
@@ -56,6 +57,9 @@ public:
     void fail_commits(std::size_t count, Status failure);
     // Comes back after a crash with what was committed.
     void recover();
+    // Test hook: called with every batch as it is applied, inside the commit (so also for a
+    // commit that then "crashes after"): the store's own record of what was committed.
+    void set_commit_listener(std::function<void(const CommitBatch&)> listener);
     bool crashed() const;
 
     std::size_t dedup_size() const;
@@ -77,6 +81,7 @@ private:
     CrashPoint crash_point_ = CrashPoint::none;
     std::size_t failures_left_ = 0;
     Status failure_;
+    std::function<void(const CommitBatch&)> commit_listener_;
 
     std::map<MessageId, TimeMs> dedup_;                 // id -> sent_at
     std::set<std::pair<TimeMs, MessageId>> dedup_by_sent_at_;
