@@ -198,32 +198,43 @@ Status Service::start() {
     return Status{};
 }
 
-// A timer outlives a crash: pending promises with deadlines are armed again.
-Status Service::restore_timers() {
+namespace {
+
+// Reads a store listing page by page (`read(after, limit)`, in id order) and hands each page to
+// `use`, until a short page.
+template <typename Read, typename Use>
+Status for_each_page(std::size_t page_max, Read read, Use use) {
     std::string after;
     for (;;) {
-        Result<std::vector<PromiseRow>> page = store_.pending_promises_with_deadline(after, options_.restore_page_max);
+        auto page = read(after, page_max);
         if (!page.ok()) return page.status();
         if (page->empty()) return Status{};
         after = page->back().id;
-        kernel_.restore_timers(*page);
-        if (page->size() < options_.restore_page_max) return Status{};
+        use(*page);
+        if (page->size() < page_max) return Status{};
     }
+}
+
+}  // namespace
+
+// A timer outlives a crash: pending promises with deadlines are armed again.
+Status Service::restore_timers() {
+    return for_each_page(
+        options_.restore_page_max,
+        [&](const std::string& after, std::size_t limit) { return store_.pending_promises_with_deadline(after, limit); },
+        [&](const std::vector<PromiseRow>& page) { kernel_.restore_timers(page); });
 }
 
 // A crash and a sleep are the same interruption: every running execution is replayed, and runs
 // on until it blocks again (a step started before the crash runs again, or, at most once, reports
 // step_outcome_unknown).
 Status Service::restore_executions() {
-    std::string after;
-    for (;;) {
-        Result<std::vector<ExecutionRow>> page = store_.running_executions(after, options_.restore_page_max);
-        if (!page.ok()) return page.status();
-        if (page->empty()) return Status{};
-        after = page->back().id;
-        for (const ExecutionRow& execution : *page) carried_.resume_executions.push_back(execution.id);
-        if (page->size() < options_.restore_page_max) return Status{};
-    }
+    return for_each_page(
+        options_.restore_page_max,
+        [&](const std::string& after, std::size_t limit) { return store_.running_executions(after, limit); },
+        [&](const std::vector<ExecutionRow>& page) {
+            for (const ExecutionRow& execution : page) carried_.resume_executions.push_back(execution.id);
+        });
 }
 
 Result<bool> Service::run_once(std::int64_t wait_us) {

@@ -324,6 +324,20 @@ TEST_P(StoreConformance, PurgeForgetsOldDedupRowsAndRaisesTheHorizon) {
     EXPECT_EQ(horizon_ms(), at(300));
 }
 
+// The horizon is durable (design §4.1): after a crash the store still refuses what it forgot.
+TEST_P(StoreConformance, TheHorizonSurvivesACrash) {
+    CommitBatch batch;
+    for (std::uint64_t n = 1; n <= 4; n++) batch.dedup.push_back({id_of(n), at(100 * n)});
+    ASSERT_TRUE(commits(batch));
+    (void)purge({.dedup_sent_before_ms = at(300)});
+    ASSERT_EQ(horizon_ms(), at(300));
+    crash_and_reopen();
+    EXPECT_EQ(horizon_ms(), at(300));
+    EXPECT_EQ(found({id_of(1), id_of(3)}), (std::vector<bool>{false, true}));
+    (void)purge({.dedup_sent_before_ms = at(200)});  // and it still never moves back
+    EXPECT_EQ(horizon_ms(), at(300));
+}
+
 TEST_P(StoreConformance, PurgeDeletesAtMostRowsMaxPerCall) {
     constexpr std::uint64_t rows = 5;
     constexpr std::size_t rows_max = 2;

@@ -59,22 +59,26 @@ CREATE TABLE history (
 )sql",
 };
 
-Result<std::int64_t> pragma_integer(Connection& db, const char* pragma) {
-    Result<Statement> statement = Statement::prepare(db.get(), pragma);
+// Runs a one-row query (a pragma, a count) and returns its statement on that row.
+Result<Statement> first_row(Connection& db, std::string_view sql) {
+    Result<Statement> statement = Statement::prepare(db.get(), sql);
     if (!statement.ok()) return statement.status();
-    Result<bool> row = statement->step(pragma);
+    Result<bool> row = statement->step(sql);
     if (!row.ok()) return row.status();
-    if (!row.value()) return precondition_error("store_error", std::string(pragma) + " returned no row");
-    return statement->integer(0);
+    if (!row.value()) return precondition_error("store_error", std::string(sql) + " returned no row");
+    return statement;
 }
 
-Result<std::string> pragma_text(Connection& db, const std::string& pragma) {
-    Result<Statement> statement = Statement::prepare(db.get(), pragma);
-    if (!statement.ok()) return statement.status();
-    Result<bool> row = statement->step(pragma);
+Result<std::int64_t> pragma_integer(Connection& db, std::string_view sql) {
+    Result<Statement> row = first_row(db, sql);
     if (!row.ok()) return row.status();
-    if (!row.value()) return precondition_error("store_error", pragma + " returned no row");
-    return statement->text(0);
+    return row->integer(0);
+}
+
+Result<std::string> pragma_text(Connection& db, std::string_view sql) {
+    Result<Statement> row = first_row(db, sql);
+    if (!row.ok()) return row.status();
+    return row->text(0);
 }
 
 // What the file holds, read before anything is written to it.

@@ -2,6 +2,7 @@
 // dead letters and the incremental purge.
 #include "choreo/durability/sqlite_store.h"
 
+#include <algorithm>
 #include <array>
 #include <limits>
 #include <utility>
@@ -40,6 +41,31 @@ Status corrupt(std::string what) { return precondition_error("store_corrupt", st
 
 std::int64_t limit_of(std::size_t limit) {
     return static_cast<std::int64_t>(std::min<std::size_t>(limit, std::size_t{1} << 40));
+}
+
+// Binds and runs one write; the statement is reset whatever happens.
+template <typename Bind>
+Status write(Statement& statement, std::string_view what, Bind bind) {
+    Use use{statement};
+    bind(*use);
+    return use->run(what);
+}
+
+// Runs `body` in one transaction opened by `begin` (BEGIN IMMEDIATE to write, BEGIN DEFERRED to
+// read a batch in one snapshot): commits if it succeeds, rolls back if it fails.
+template <typename Body>
+Status in_transaction(sqlite::StoreImpl& impl, Statement& begin, std::string_view what, Body body) {
+    CHOREO_RETURN_IF_ERROR(write(begin, what, [](Statement&) {}));
+    Status done = body();
+    if (done.ok()) done = write(impl.commit, what, [](Statement&) {});
+    if (!done.ok() && sqlite3_get_autocommit(impl.db.get()) == 0) {
+        // Still inside the transaction (SQLite rolls back by itself after some errors, such as
+        // SQLITE_FULL during COMMIT): undo every write of it. If even that fails, the caller's
+        // close_if_stuck closes the connection.
+        Status rolled_back = write(impl.rollback, "rollback", [](Statement&) {});
+        if (!rolled_back.ok()) return rolled_back;
+    }
+    return done;
 }
 
 }  // namespace
@@ -168,6 +194,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(SqliteStoreOptions option
     store->impl_ = std::make_unique<sqlite::StoreImpl>();
     store->impl_->db = std::move(db).value();
     CHOREO_RETURN_IF_ERROR(store->impl_->prepare_all());
+    CHOREO_RETURN_IF_ERROR(store->impl_->load_horizon(store->options_.path));
     return store;
 }
 
@@ -199,18 +226,8 @@ Status SqliteStore::find_dedup(std::span<const MessageId> ids, std::vector<bool>
     // One read transaction for the whole batch. Outside one, every lookup opens and closes its own
     // WAL read transaction, taking and dropping shared-memory locks (fcntl system calls) each
     // time: that cost more than the lookups themselves (bench/sqlite_group_commit.cpp).
-    auto run = [](Statement& statement, std::string_view what) {
-        Use use{statement};
-        return use->run(what);
-    };
-    Status read = run(impl.begin_read, "begin dedup read");
-    if (read.ok()) read = find_dedup_rows(impl, ids, found);
-    if (read.ok()) read = run(impl.commit, "end dedup read");
-    if (!read.ok() && sqlite3_get_autocommit(impl.db.get()) == 0) {
-        Status rolled_back = run(impl.rollback, "end dedup read");  // no read lock left behind
-        if (!rolled_back.ok()) return close_if_stuck(std::move(rolled_back));
-    }
-    if (read.ok()) CHOREO_ASSERT(sqlite3_get_autocommit(impl.db.get()) != 0);
+    Status read = in_transaction(impl, impl.begin_read, "dedup read",
+                                 [&] { return find_dedup_rows(impl, ids, found); });
     return close_if_stuck(std::move(read));
 }
 
@@ -221,13 +238,20 @@ Status SqliteStore::close_if_stuck(Status failure) {
                                             failure.to_string() + "); the store was closed");
 }
 
-Result<TimeMs> SqliteStore::dedup_horizon() {
-    CHOREO_SQLITE_OPEN();
-    Use query{impl.horizon};
+Status sqlite::StoreImpl::load_horizon(const std::string& path) {
+    Use query{horizon};
     Result<bool> row = query->step("read horizon");
     if (!row.ok()) return row.status();
-    if (!row.value()) return corrupt(options_.path + ": no dedup horizon row");
-    return query->integer(0);
+    if (!row.value()) return corrupt(path + ": no dedup horizon row");
+    horizon_ms = query->integer(0);
+    return Status{};
+}
+
+// Read once per batch by the kernel: answered from memory. Only purge() moves the horizon, on
+// this connection, and one process writes a store (sqlite_store.h), so the copy is exact.
+Result<TimeMs> SqliteStore::dedup_horizon() {
+    CHOREO_SQLITE_OPEN();
+    return impl.horizon_ms;
 }
 
 Result<std::optional<Bytes>> SqliteStore::load_state(std::string_view key) {
@@ -443,14 +467,6 @@ Result<std::vector<HistoryRecord>> SqliteStore::load_history(std::string_view ex
 
 namespace {
 
-// Binds and runs one write; the statement is reset whatever happens.
-template <typename Bind>
-Status write(Statement& statement, std::string_view what, Bind bind) {
-    Use use{statement};
-    bind(*use);
-    return use->run(what);
-}
-
 Status write_dedup(sqlite::StoreImpl& impl, const CommitBatch& batch) {
     for (const DedupRow& row : batch.dedup) {
         const std::array<std::uint8_t, 16> key = id_bytes(row.id);
@@ -590,27 +606,12 @@ Status write_batch(sqlite::StoreImpl& impl, const CommitBatch& batch) {
     return write_executions(impl, batch);
 }
 
-// Runs `body` in one write transaction: commits if it succeeds, rolls back if it fails.
-template <typename Body>
-Status in_transaction(sqlite::StoreImpl& impl, std::string_view what, Body body) {
-    CHOREO_RETURN_IF_ERROR(write(impl.begin, what, [](Statement&) {}));
-    Status done = body();
-    if (done.ok()) done = write(impl.commit, what, [](Statement&) {});
-    if (!done.ok() && sqlite3_get_autocommit(impl.db.get()) == 0) {
-        // Still inside the transaction (SQLite rolls back by itself after some errors, such as
-        // SQLITE_FULL during COMMIT): undo every write of it.
-        Status rolled_back = write(impl.rollback, "rollback", [](Statement&) {});
-        if (!rolled_back.ok()) return rolled_back;  // the connection cannot go on: report that
-    }
-    return done;
-}
-
 }  // namespace
 
 Status SqliteStore::commit(const CommitBatch& batch) {
     CHOREO_SQLITE_OPEN();
     if (batch.empty()) return Status{};
-    return close_if_stuck(in_transaction(impl, "commit batch", [&] { return write_batch(impl, batch); }));
+    return close_if_stuck(in_transaction(impl, impl.begin, "commit batch", [&] { return write_batch(impl, batch); }));
 }
 
 // ---- purge ----
@@ -694,12 +695,7 @@ Result<bool> anything_left(sqlite::StoreImpl& impl, const PurgeRequest& request)
 
 // The horizon is already at the cutoff and no row is due.
 Result<bool> nothing_to_purge(sqlite::StoreImpl& impl, const PurgeRequest& request) {
-    {
-        Use query{impl.horizon};
-        Result<bool> row = query->step("read horizon");
-        if (!row.ok()) return row.status();
-        if (!row.value() || query->integer(0) < request.dedup_sent_before_ms) return false;
-    }
+    if (impl.horizon_ms < request.dedup_sent_before_ms) return false;
     Result<bool> left = anything_left(impl, request);
     if (!left.ok()) return left.status();
     return !left.value();
@@ -715,7 +711,7 @@ Result<PurgeResult> SqliteStore::purge(const PurgeRequest& request) {
     Result<bool> idle = nothing_to_purge(impl, request);
     if (!idle.ok()) return idle.status();
     if (idle.value()) return budget.result;
-    Status purged = in_transaction(impl, "purge", [&]() -> Status {
+    Status purged = in_transaction(impl, impl.begin, "purge", [&]() -> Status {
         // The horizon moves in the same transaction as the deletions, never backwards.
         CHOREO_RETURN_IF_ERROR(write(impl.raise_horizon, "raise horizon",
                                      [&](Statement& s) { s.bind(1, request.dedup_sent_before_ms); }));
@@ -733,6 +729,7 @@ Result<PurgeResult> SqliteStore::purge(const PurgeRequest& request) {
         return Status{};
     });
     if (!purged.ok()) return close_if_stuck(std::move(purged));
+    impl.horizon_ms = std::max(impl.horizon_ms, request.dedup_sent_before_ms);  // as committed
     CHOREO_ASSERT(budget.result.rows_deleted <= request.rows_max);
     return budget.result;
 }

@@ -24,7 +24,11 @@ struct StoreImpl {
     Statement raise_horizon, purge_dedup, any_dedup, purge_outbox, any_outbox;
     Statement purge_promises, any_promise, expired_executions, purge_history, delete_execution;
 
+    // The dedup horizon as committed: loaded at open, moved by purge() after its commit.
+    TimeMs horizon_ms = 0;
+
     Status prepare_all();
+    Status load_horizon(const std::string& path);
 };
 
 
