@@ -80,6 +80,7 @@ void StepContext::reply(std::string_view kind, Bytes body, const SendOptions& op
 
 Status Kernel::Batch::run(const StepInputs& inputs) {
     settle_confirmed(inputs.confirmed);
+    dead_letter_undeliverable(inputs.undeliverable);
     dead_letter_exhausted_sends();
     for (const Origination& origination : inputs.originated) originate(origination);
     CHOREO_RETURN_IF_ERROR(record_step_results(inputs.step_results));
@@ -122,22 +123,44 @@ void Kernel::Batch::settle_confirmed(const std::vector<MessageId>& confirmed) {
 void Kernel::Batch::dead_letter_exhausted_sends() {
     std::unordered_set<MessageId, MessageIdHash> settled;
     for (const OutboxSettle& settle : effects.commit.outbox_settled) settled.insert(settle.id);
+    std::vector<MessageId> exhausted;
     for (const auto& [id, pending] : kernel_.unsettled_) {
         if (pending.attempts < kernel_.options_.send_attempts_max) continue;
         if (pending.next_attempt_ms > effects.now_ms || settled.contains(id)) continue;
-        DeadLetter letter;
-        letter.key = id.to_string();
-        letter.reason = refusal::send_attempts_exhausted;
-        letter.detail = "no confirmation from " + pending.row.to.to_string() + " after " +
-                        std::to_string(pending.attempts) + " attempts";
-        letter.raw = pending.row.bytes;
-        letter.raw_size = pending.row.bytes.size();
-        letter.first_seen_ms = letter.last_seen_ms = effects.now_ms;
-        effects.commit.dead_letters.push_back(std::move(letter));
-        effects.commit.outbox_settled.push_back({id, effects.now_ms, OutboxOutcome::dead_lettered});
-        effects.trace.push_back({TraceKind::send_dead_lettered, id, {}, std::string(refusal::send_attempts_exhausted)});
-        reject_undeliverable_call(pending.row);
+        exhausted.push_back(id);
     }
+    for (const MessageId& id : exhausted) {
+        const PendingSend& pending = kernel_.unsettled_.at(id);
+        dead_letter_send(id, refusal::send_attempts_exhausted,
+                         "no confirmation from " + pending.row.to.to_string() + " after " +
+                             std::to_string(pending.attempts) + " attempts");
+    }
+}
+
+// The transport refused these sends for good: dead-letter each unsettled row once.
+void Kernel::Batch::dead_letter_undeliverable(const std::vector<Undeliverable>& undeliverable) {
+    std::unordered_set<MessageId, MessageIdHash> settled;
+    for (const OutboxSettle& settle : effects.commit.outbox_settled) settled.insert(settle.id);
+    for (const Undeliverable& refused : undeliverable) {
+        if (!kernel_.unsettled_.contains(refused.id) || !settled.insert(refused.id).second) continue;
+        dead_letter_send(refused.id, refused.reason, refused.detail);
+    }
+}
+
+// An outbox row that will never be confirmed: settled as dead-lettered, its bytes kept.
+void Kernel::Batch::dead_letter_send(const MessageId& id, std::string_view reason, std::string detail) {
+    const PendingSend& pending = kernel_.unsettled_.at(id);
+    DeadLetter letter;
+    letter.key = id.to_string();
+    letter.reason = std::string(reason);
+    letter.detail = std::move(detail);
+    letter.raw = pending.row.bytes;
+    letter.raw_size = pending.row.bytes.size();
+    letter.first_seen_ms = letter.last_seen_ms = effects.now_ms;
+    effects.commit.dead_letters.push_back(std::move(letter));
+    effects.commit.outbox_settled.push_back({id, effects.now_ms, OutboxOutcome::dead_lettered});
+    effects.trace.push_back({TraceKind::send_dead_lettered, id, {}, std::string(reason)});
+    reject_undeliverable_call(pending.row, reason);
 }
 
 void Kernel::Batch::originate(const Origination& origination) {
@@ -189,6 +212,12 @@ std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delive
         candidate.envelope = std::move(decoded).value();
     }
     for (const Delivery& delivery : deliveries) {
+        if (!delivery.malformed.empty()) {  // the transport could not frame it: never an envelope
+            candidates.push_back(Candidate{{delivery.tag}, delivery.bytes, delivery.position, 0, {},
+                                           invalid_argument_error(std::string(refusal::malformed_frame),
+                                                                  delivery.malformed)});
+            continue;
+        }
         Result<Envelope> decoded = decode_envelope(delivery.bytes, kernel_.options_.limits);
         if (decoded.ok()) {
             const MessageId id = decoded->id;

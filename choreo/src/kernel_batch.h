@@ -43,6 +43,8 @@ public:
 private:
     void settle_confirmed(const std::vector<MessageId>& confirmed);
     void dead_letter_exhausted_sends();
+    void dead_letter_undeliverable(const std::vector<Undeliverable>& undeliverable);
+    void dead_letter_send(const MessageId& id, std::string_view reason, std::string detail);
     void originate(const Origination& origination);
     std::vector<Candidate> gather_candidates(const std::vector<Delivery>& deliveries,
                                              const std::vector<Redrive>& redrives);
@@ -61,7 +63,7 @@ private:
     Status finish_execution(ExecutionRow execution, PromiseState state, Bytes value);
     void send_settlement(const ExecutionRow& execution, PromiseState state, const Bytes& value, const MessageId& id);
     void answer_refused_invoke(const Envelope& invoke, std::string_view reason, const std::string& detail);
-    void reject_undeliverable_call(const OutboxRow& row);
+    void reject_undeliverable_call(const OutboxRow& row, std::string_view reason);
     Status reject_pending_calls();
     void settle_promise(PromiseRow row, const PromiseSettle& settle);
     void mark_replay(std::string_view promise_or_execution_id);
@@ -96,7 +98,8 @@ private:
     std::map<std::string, std::optional<ExecutionRow>, std::less<>> executions_;
     std::map<std::string, std::map<std::uint32_t, HistoryRecord>, std::less<>> histories_;
     std::set<std::string, std::less<>> to_replay_;
-    std::vector<std::string> pending_call_rejections_;  // calls whose invoke could not be delivered
+    // Calls whose invoke could not be delivered: the promise and why.
+    std::vector<std::pair<std::string, std::string>> pending_call_rejections_;
 };
 
 

@@ -349,21 +349,22 @@ void Kernel::Batch::answer_refused_invoke(const Envelope& invoke, std::string_vi
     add_outbox_row(std::move(answer)).ignore();  // a rejection with a short text always encodes
 }
 
-// An invoke this service could not deliver (send attempts exhausted) rejects the call's promise.
-void Kernel::Batch::reject_undeliverable_call(const OutboxRow& row) {
+// An invoke this service could not deliver (send attempts exhausted, refused by the transport)
+// rejects the call's promise.
+void Kernel::Batch::reject_undeliverable_call(const OutboxRow& row, std::string_view reason) {
     Result<Envelope> sent = decode_envelope(row.bytes, kernel_.options_.limits);
     CHOREO_ASSERT(sent.ok());  // this service encoded it
     if (sent->kind != invoke_kind || !valid_promise_id(sent->promise)) return;
-    pending_call_rejections_.push_back(sent->promise);
+    pending_call_rejections_.emplace_back(sent->promise, std::string(reason));
 }
 
 Status Kernel::Batch::reject_pending_calls() {
-    for (const std::string& promise_id : pending_call_rejections_) {
+    for (const auto& [promise_id, reason] : pending_call_rejections_) {
         Result<std::optional<PromiseRow>> row = load_promise(promise_id);
         if (!row.ok()) return row.status();
         if (!row->has_value() || (*row)->state != PromiseState::pending) continue;
         settle_promise(**row, {promise_id, PromiseState::rejected,
-                               bytes_of(std::string(refusal::send_attempts_exhausted) + ": the invoke was not delivered"),
+                               bytes_of(reason + ": the invoke was not delivered"),
                                effects.now_ms});
         mark_replay(promise_id);
     }

@@ -290,7 +290,10 @@ bool Service::backing_off() const { return commit_retry_at_ms_ > clock_.now_ms()
 // until confirmations make room, so a service under backpressure waits instead of spinning.
 bool Service::ready_to_step(const StepInputs& inputs) const {
     if (backing_off()) return false;
-    if (!inputs.confirmed.empty() || !inputs.originated.empty() || !inputs.step_results.empty()) return true;
+    if (!inputs.confirmed.empty() || !inputs.originated.empty() || !inputs.step_results.empty() ||
+        !inputs.undeliverable.empty()) {
+        return true;
+    }
     if (!inputs.redrives.empty() && has_room()) return true;
     // Replays held back because every step slot is taken wait for a step to return.
     const bool step_room = kernel_.steps_in_flight() < options_.kernel.steps_in_flight_max;
@@ -339,6 +342,7 @@ Status Service::receive_into(StepInputs& inputs, std::int64_t timeout_us) {
     CHOREO_ASSERT(receive_buffer_.deliveries.size() <= room);
     for (Delivery& delivery : receive_buffer_.deliveries) inputs.deliveries.push_back(std::move(delivery));
     for (const MessageId& id : receive_buffer_.confirmed) inputs.confirmed.push_back(id);
+    for (Undeliverable& refused : receive_buffer_.undeliverable) inputs.undeliverable.push_back(std::move(refused));
     return Status{};
 }
 
@@ -404,6 +408,7 @@ void Service::keep_for_retry(StepInputs& inputs) {
     for (StepResult& result : inputs.step_results) carried_.step_results.push_back(std::move(result));
     for (std::string& execution_id : inputs.resume_executions) carried_.resume_executions.push_back(std::move(execution_id));
     for (Redrive& redrive : inputs.redrives) carried_.redrives.push_back(std::move(redrive));
+    for (Undeliverable& refused : inputs.undeliverable) carried_.undeliverable.push_back(std::move(refused));
 }
 
 Result<std::size_t> Service::send_due() {

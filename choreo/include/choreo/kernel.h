@@ -59,6 +59,7 @@ inline constexpr std::string_view too_many_sends = "too_many_sends";
 inline constexpr std::string_view state_too_large = "state_too_large";
 inline constexpr std::string_view no_reply_address = "no_reply_address";
 inline constexpr std::string_view send_attempts_exhausted = "send_attempts_exhausted";
+inline constexpr std::string_view malformed_frame = "malformed_frame";  // Delivery::malformed
 }  // namespace refusal
 
 // Thrown by a handler (or by choreo's typed adaptors) to refuse its input for good: the step
@@ -173,9 +174,10 @@ struct StepInputs {
     std::vector<StepResult> step_results{};         // durable function steps back from workers
     std::vector<std::string> resume_executions{};   // replay these (running ones, at start-up)
     std::vector<Redrive> redrives{};
+    std::vector<Undeliverable> undeliverable{};     // sends the transport refused for good
     bool empty() const {
         return deliveries.empty() && confirmed.empty() && originated.empty() && step_results.empty() &&
-               resume_executions.empty() && redrives.empty();
+               resume_executions.empty() && redrives.empty() && undeliverable.empty();
     }
 };
 

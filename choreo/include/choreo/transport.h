@@ -41,6 +41,18 @@ struct Delivery {
     DeliveryTag tag = 0;
     Bytes bytes;
     std::optional<StreamPosition> position;  // set by transports with offsets (Kafka)
+    // Not empty: the transport received input it could not frame (a wrong version frame, a
+    // missing id frame, ...). `bytes` holds what arrived; the runtime dead-letters it with
+    // reason `malformed_frame` and this detail, then acknowledges the tag.
+    std::string malformed{};
+};
+
+// A send the transport refused for good (it will never go out): the runtime dead-letters its
+// outbox row with this reason instead of retransmitting it.
+struct Undeliverable {
+    MessageId id;
+    std::string reason;  // stable: "message_too_large", "no_route"
+    std::string detail;
 };
 
 struct ReceiveBatch {
@@ -48,11 +60,14 @@ struct ReceiveBatch {
     // Ids of messages this endpoint sent that are now confirmed: the receiver committed them
     // (brokerless transports) or the broker stored them (Kafka). Their outbox rows may settle.
     std::vector<MessageId> confirmed;
+    // Sends accepted earlier that the transport will never deliver (see Undeliverable).
+    std::vector<Undeliverable> undeliverable;
 
-    bool empty() const { return deliveries.empty() && confirmed.empty(); }
+    bool empty() const { return deliveries.empty() && confirmed.empty() && undeliverable.empty(); }
     void clear() {
         deliveries.clear();
         confirmed.clear();
+        undeliverable.clear();
     }
 };
 
@@ -87,7 +102,9 @@ public:
 
     // Hands messages to the transport in order; returns how many of the first ones it accepted.
     // Fewer than all means backpressure: offer the rest again later. A message is not delivered
-    // or confirmed just because it was accepted. Fails with closed after close().
+    // or confirmed just because it was accepted. A message the transport can never deliver (too
+    // large, no route) is accepted and reported by a later receive in `undeliverable`, so one
+    // bad message does not hold up the rest. Fails with closed after close().
     virtual Result<std::size_t> send(std::span<const OutgoingMessage> batch) = 0;
 
     // Appends to `out` up to `deliveries_max` deliveries and any confirmations. Waits up to
