@@ -12,12 +12,6 @@
 // if it finishes before enough kills landed anyway, a fresh workload (an "epoch") starts.
 //
 // Reproduce: CHOREO_KILL_SEED=<seed> [CHOREO_KILL_CREDITS=<credits>] ./sqlite_kill_test
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -26,17 +20,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "support/child_process.h"
 #include "support/temp_dir.h"
-
-extern char** environ;
 
 namespace choreo {
 namespace {
@@ -50,16 +41,7 @@ constexpr int idle_kills_per_epoch = 2;
 constexpr int rounds_max = 200;
 constexpr std::int64_t calibration_credits = 1000;
 
-double ms_since(Clock::time_point start) {
-    return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
-}
-
-std::string read_text(const std::string& path) {
-    std::ifstream in{path};
-    std::stringstream text;
-    text << in.rdbuf();
-    return text.str();
-}
+using testing_support::ms_since;
 
 std::optional<std::uint64_t> env_number(const char* name) {
     const char* value = std::getenv(name);
@@ -67,76 +49,11 @@ std::optional<std::uint64_t> env_number(const char* name) {
     return std::strtoull(value, nullptr, 10);
 }
 
-// One child process, its stdout and stderr in files.
-class Child {
+// A kill-test child: sqlite_kill_child with these arguments.
+class Child : public testing_support::ChildProcess {
 public:
     Child(std::vector<std::string> args, std::string log_prefix)
-        : out_path_(log_prefix + ".out"), err_path_(log_prefix + ".err") {
-        args.insert(args.begin(), CHOREO_KILL_CHILD);
-        std::vector<char*> argv;
-        for (std::string& arg : args) argv.push_back(arg.data());
-        argv.push_back(nullptr);
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, 1, out_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        posix_spawn_file_actions_addopen(&actions, 2, err_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        const int spawned = posix_spawn(&pid_, CHOREO_KILL_CHILD, &actions, nullptr, argv.data(), environ);
-        posix_spawn_file_actions_destroy(&actions);
-        CHOREO_ASSERT(spawned == 0);
-        started_ = Clock::now();
-    }
-    ~Child() {
-        if (!reaped_) {  // a failed assertion left it running
-            ::kill(pid_, SIGKILL);
-            int status = 0;
-            ::waitpid(pid_, &status, 0);
-        }
-    }
-    Child(const Child&) = delete;
-    Child& operator=(const Child&) = delete;
-
-    // True once the process ended on its own (reaping it).
-    bool exited() {
-        if (reaped_) return true;
-        const pid_t done = ::waitpid(pid_, &status_, WNOHANG);
-        CHOREO_ASSERT(done == 0 || done == pid_);
-        if (done == pid_) reaped_ = true;
-        return reaped_;
-    }
-    // Waits up to timeout_ms for the process to end on its own; false on timeout.
-    bool wait(double timeout_ms) {
-        while (!exited()) {
-            if (ms_since(started_) > timeout_ms) return false;
-            std::this_thread::sleep_for(std::chrono::milliseconds(2));
-        }
-        return true;
-    }
-    // SIGKILL; true when the signal ended the process (it had not exited before).
-    bool kill() {
-        if (exited()) return false;
-        CHOREO_ASSERT(::kill(pid_, SIGKILL) == 0);
-        CHOREO_ASSERT(::waitpid(pid_, &status_, 0) == pid_);
-        reaped_ = true;
-        return WIFSIGNALED(status_) && WTERMSIG(status_) == SIGKILL;
-    }
-    int exit_code() const { return reaped_ && WIFEXITED(status_) ? WEXITSTATUS(status_) : -1; }
-    std::string describe() const {
-        std::string text = reaped_ ? (WIFEXITED(status_) ? "exit " + std::to_string(WEXITSTATUS(status_))
-                                                         : "signal " + std::to_string(WTERMSIG(status_)))
-                                   : std::string("running");
-        return text + "\n--- stdout:\n" + out() + "--- stderr:\n" + err();
-    }
-    std::string out() const { return read_text(out_path_); }
-    std::string err() const { return read_text(err_path_); }
-    double age_ms() const { return ms_since(started_); }
-
-private:
-    std::string out_path_;
-    std::string err_path_;
-    pid_t pid_ = -1;
-    int status_ = 0;
-    bool reaped_ = false;
-    Clock::time_point started_;
+        : ChildProcess(CHOREO_KILL_CHILD, std::move(args), std::move(log_prefix)) {}
 };
 
 class SqliteKill : public ::testing::Test {
