@@ -396,7 +396,7 @@ def stop_service(client, service):
 
 
 def check_summary(summary, expected, client):
-    print("service summary:", json.dumps(summary, indent=1))
+    print("service summary:", json.dumps(summary))  # shown by ctest --output-on-failure
     applied = {int(round_number): count for round_number, count in summary["rounds"].items()}
     check(applied.keys() == expected.rounds,
           f"rounds applied {sorted(applied)}, want {sorted(expected.rounds)}")
