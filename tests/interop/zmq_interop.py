@@ -132,10 +132,14 @@ class ServiceProcess:
     """zmq_interop_service as a child; its stdout lines arrive on a queue (stderr passes through)."""
 
     def __init__(self, binary, data_dir, directory_file):
+        environment = dict(os.environ)
+        # Under the sanitizer build, undefined behaviour ends the service (a failed exit status)
+        # instead of scrolling past in its stderr.
+        environment.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1")
         self.process = subprocess.Popen(
             [binary, "--data", data_dir, "--directory", directory_file,
              "--lifetime-ms", str(SERVICE_LIFETIME_MS)],
-            stdout=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, text=True, env=environment)
         self.lines = queue.Queue()
         threading.Thread(target=self._read_stdout, daemon=True).start()
 
