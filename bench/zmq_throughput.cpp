@@ -48,6 +48,7 @@ struct Options {
     std::size_t repeats = 3;
     std::string only{};  // empty: every side; else raw-zmq, raw-sqlite, toolkit-memory, toolkit-sqlite
     std::string dir{};
+    std::int64_t batch_delay_us = -1;  // -1: ServiceOptions' default
 };
 
 std::optional<Options> parse_options(int argc, char** argv) {
@@ -70,6 +71,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
             options.only = value;
         } else if (flag == "--dir") {
             options.dir = value;
+        } else if (flag == "--batch-delay-us") {
+            options.batch_delay_us = std::strtoll(value.c_str(), nullptr, 10);
         } else {
             return std::nullopt;
         }
@@ -147,6 +150,8 @@ void send_all(zt::ZmqTransport& teller, const Workload& workload, const std::ato
     }
 }
 
+std::int64_t batch_delay_us = -1;  // --batch-delay-us
+
 Measurement run_toolkit(const Workload& workload, choreo::Store& store) {
     auto directory = std::make_shared<zt::Directory>();
     std::unique_ptr<zt::ZmqTransport> bank = open_endpoint(bank_address(), directory);
@@ -155,6 +160,7 @@ Measurement run_toolkit(const Workload& workload, choreo::Store& store) {
     options.name = "bank";
     options.batch_size_max = batch_size;
     options.step_workers_max = 0;
+    if (batch_delay_us >= 0) options.batch_delay_us_max = batch_delay_us;
     choreo::Service service{options, *bank, store};
     service.on("deposit", [](choreo::Context& ctx, const Deposit& deposit) { ctx.save(deposit.account, deposit); });
     std::atomic<bool> stop{false};
@@ -233,6 +239,7 @@ int main(int argc, char** argv) {
     }
     const std::optional<fs::path> dir = make_dir(options->dir);
     if (!dir) return 2;
+    batch_delay_us = options->batch_delay_us;
     const Workload workload = make_workload(options->messages, false);
     const std::size_t n = workload.ids.size();
     std::printf("zmq_throughput: %zu messages of %zu bytes, ZeroMQ %d.%d.%d, SQLite %s, files in %s\n", n,

@@ -263,6 +263,8 @@ class Client:
     def _on_pong(self, id_frame, envelope_bytes):
         envelope = msgpack.unpackb(envelope_bytes, raw=False)
         check(isinstance(envelope, dict), f"a reply that is not a map: {envelope!r}")
+        missing = {"v", "id", "kind", "from", "to", "corr", "cause", "sent_at", "body"} - envelope.keys()
+        check(not missing, f"a reply without {sorted(missing)}")
         check(len(id_frame) == 16 and uuid.UUID(bytes=id_frame) == uuid.UUID(envelope["id"]),
               f"id frame {id_frame.hex()} does not match the envelope's id {envelope.get('id')}")
         check(envelope["v"] == 1, f"reply version {envelope['v']}")
@@ -465,7 +467,7 @@ def main():
         print(f"zmq_interop: FAILED: {failure}\n(service data kept in {workdir})", file=sys.stderr)
         return 1
     finally:
-        context.term()
+        context.destroy(linger=0)  # closes any socket an exception left open: term() would wait
     shutil.rmtree(workdir, ignore_errors=True)
     print("zmq_interop: ok")
     return 0

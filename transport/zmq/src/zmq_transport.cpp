@@ -135,6 +135,8 @@ private:
     std::map<std::string, std::size_t, std::less<>> next_instance_;
     DeliveryTag next_tag_ = 1;
     std::vector<zmq::message_t> frames_;  // reused receive buffer
+    Address last_to_{};                   // the last unicast address sent to, and its peer
+    Peer* last_peer_ = nullptr;
     mutable std::mutex stats_mutex_;
     ZmqStats stats_;
 };
@@ -377,8 +379,17 @@ Result<std::size_t> ZmqTransport::Impl::send(std::span<const OutgoingMessage> ba
             accepted = index + 1;
             continue;
         }
-        const std::string address = destination(message, why_not);
-        Peer* peer = address.empty() ? nullptr : peer_for(address, why_not);
+        Peer* peer = nullptr;
+        if (last_peer_ != nullptr && message.to.is_unicast() && message.to == last_to_) {
+            peer = last_peer_;  // a run of sends to one address: skip the lookups
+        } else {
+            const std::string address = destination(message, why_not);
+            peer = address.empty() ? nullptr : peer_for(address, why_not);
+            if (peer != nullptr && message.to.is_unicast()) {
+                last_to_ = message.to;
+                last_peer_ = peer;
+            }
+        }
         if (peer == nullptr) {
             if (!flush_run()) break;
             refuse(message, "no_route", why_not);
