@@ -256,4 +256,24 @@ Result<Envelope> decode_envelope(ByteView bytes, const MessageLimits& limits) {
     return decoder.decode();
 }
 
+std::optional<MessageId> peek_envelope_id(ByteView bytes, const MessageLimits& limits) {
+    if (bytes.size() > limits.message_bytes_max) return std::nullopt;
+    detail::MsgpackReader reader{bytes};
+    Result<std::uint32_t> keys = reader.map_header();
+    if (!keys.ok() || *keys > limits.keys_count_max) return std::nullopt;
+    for (std::uint32_t index = 0; index < *keys; index++) {
+        Result<std::string_view> key = reader.string();
+        if (!key.ok()) return std::nullopt;
+        if (*key != "id") {
+            if (!reader.skip(limits.nesting_depth_max).ok()) return std::nullopt;
+            continue;
+        }
+        Result<std::string_view> text = reader.string();
+        if (!text.ok()) return std::nullopt;
+        Result<MessageId> id = MessageId::parse(*text);
+        return id.ok() ? std::optional<MessageId>{*id} : std::nullopt;
+    }
+    return std::nullopt;
+}
+
 }  // namespace choreo

@@ -333,12 +333,13 @@ def send_late_duplicates(client, expected, pings):
 def unframeable_inputs(client, expected):
     """Inputs the transport cannot frame: dead letter malformed_frame, never acked. Valid pings
     riding in the same message as a bad pair must still be applied (rounds 21 and 22)."""
-    stowaways = [Ping(900), Ping(901), Ping(902)]  # valid envelopes inside broken framing
+    stowaways = [Ping(900), Ping(901), Ping(902), Ping(904)]  # valid envelopes inside broken framing
     orphan_id = uuid.UUID(uuid7()).bytes
-    client.never_ack.update([ping.id for ping in stowaways] + [orphan_id])
+    wrong_id = uuid.UUID(uuid7()).bytes  # an id frame that is not its envelope's id
+    client.never_ack.update([ping.id for ping in stowaways] + [orphan_id, wrong_id])
     client.pings.update({21: Ping(21), 22: Ping(22)})
     expected.rounds.update([21, 22])
-    expected.dead_letters["malformed_frame"] += 6
+    expected.dead_letters["malformed_frame"] += 7
     return [
         [b"choreo/zmq/9", b"msg", *stowaways[0].pair()],                  # wrong version frame
         [VERSION, b"mgs", *stowaways[1].pair()],                           # unknown kind frame
@@ -346,6 +347,7 @@ def unframeable_inputs(client, expected):
         data_message(client.pings[22].pair(), [orphan_id]),                # an id without envelope
         [VERSION, b"msg"],                                                 # no pairs
         [VERSION],                                                         # no kind frame
+        data_message([wrong_id, stowaways[3].envelope]),                   # ids differ
     ]
 
 

@@ -1020,6 +1020,40 @@ TEST(AddressTest, TextRoundTrip) {
     }
 }
 
+TEST(PeekEnvelopeIdTest, FindsTheIdWithoutDecodingTheRest) {
+    const Envelope envelope = full_envelope();
+    EXPECT_EQ(peek_envelope_id(encode(envelope), limits), envelope.id);
+    // Any key order: the id last, after values of every shape.
+    Bytes out;
+    MsgpackWriter writer{out};
+    writer.map_header(3);
+    writer.string("headers");
+    writer.map_header(1);
+    writer.string("a");
+    writer.string("b");
+    writer.string("unknown");
+    writer.array_header(2);
+    writer.unsigned_integer(1);
+    writer.string("x");
+    writer.string("id");
+    writer.string(id_text);
+    EXPECT_EQ(peek_envelope_id(out, limits), MessageId::parse(id_text).value());
+}
+
+TEST(PeekEnvelopeIdTest, NothingForBytesWithoutAValidId) {
+    EXPECT_FALSE(peek_envelope_id(raw({}), limits).has_value());
+    EXPECT_FALSE(peek_envelope_id(raw({0xc1, 0x00}), limits).has_value());
+    EXPECT_FALSE(peek_envelope_id(raw({0x80}), limits).has_value());  // an empty map
+    Bytes out;
+    MsgpackWriter writer{out};
+    writer.map_header(1);
+    writer.string("id");
+    writer.string("not-a-uuid");
+    EXPECT_FALSE(peek_envelope_id(out, limits).has_value());
+    const Bytes whole = encode(full_envelope());
+    EXPECT_FALSE(peek_envelope_id(ByteView(whole).first(10), limits).has_value()) << "cut inside the id";
+}
+
 TEST(AddressTest, DefaultIsEmpty) {
     const Address address;
     EXPECT_TRUE(address.empty());

@@ -196,13 +196,16 @@ TEST(ZmqTransport, MalformedFramesBecomeDeliveriesWithAReason) {
     auto send_frames = [&](std::vector<zmq::const_buffer> frames) { ASSERT_TRUE(zmq::send_multipart(raw, frames)); };
     send_frames({zmq::str_buffer("choreo/zmq/9"), zmq::str_buffer("msg")});                 // wrong version
     send_frames({zmq::buffer(version_frame), zmq::str_buffer("hello")});                    // unknown kind
+    const Bytes other = envelope_bytes(fresh_message_id(), Address{}, receiver->local_address());
     send_frames({zmq::buffer(version_frame), zmq::buffer(data_frame), zmq::str_buffer("short-id"),
                  zmq::str_buffer("envelope?"),                                              // bad id frame
                  zmq::const_buffer(id_bytes, 16), zmq::buffer(good),                        // a good pair
                  zmq::const_buffer(id_bytes, 16)});                                         // id, no envelope
+    send_frames({zmq::buffer(version_frame), zmq::buffer(data_frame),
+                 zmq::const_buffer(id_bytes, 16), zmq::buffer(other)});                    // ids differ
 
-    ReceiveBatch batch = receive_until_batch(*receiver, [](const ReceiveBatch& b) { return b.deliveries.size() >= 5; });
-    ASSERT_EQ(batch.deliveries.size(), 5u);
+    ReceiveBatch batch = receive_until_batch(*receiver, [](const ReceiveBatch& b) { return b.deliveries.size() >= 6; });
+    ASSERT_EQ(batch.deliveries.size(), 6u);
     std::vector<std::string> problems;
     for (const Delivery& delivery : batch.deliveries) problems.push_back(delivery.malformed);
     EXPECT_NE(problems[0].find("unknown version frame 'choreo/zmq/9'"), std::string::npos) << problems[0];
@@ -211,9 +214,10 @@ TEST(ZmqTransport, MalformedFramesBecomeDeliveriesWithAReason) {
     EXPECT_EQ(problems[3], "");
     EXPECT_EQ(batch.deliveries[3].bytes, good);
     EXPECT_NE(problems[4].find("id frame without its envelope"), std::string::npos) << problems[4];
-    EXPECT_EQ(receiver->stats().malformed, 4u);
+    EXPECT_NE(problems[5].find("is not the envelope's id"), std::string::npos) << problems[5];
+    EXPECT_EQ(receiver->stats().malformed, 5u);
 
-    // Acknowledging all five answers only the good one, with its id.
+    // Acknowledging all six answers only the good one, with its id.
     std::vector<DeliveryTag> tags;
     for (const Delivery& delivery : batch.deliveries) tags.push_back(delivery.tag);
     ASSERT_TRUE(receiver->acknowledge(tags).ok());

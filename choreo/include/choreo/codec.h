@@ -8,6 +8,7 @@
 //   if (!back.ok() && back.status().reason() == decode_error::missing_key) { ... }
 #pragma once
 
+#include <optional>
 #include <string_view>
 
 #include "choreo/bytes.h"
@@ -39,5 +40,11 @@ inline constexpr std::string_view invalid_value = "invalid_value";  // e.g. a ne
 Result<Bytes> encode_envelope(const Envelope& envelope, const MessageLimits& limits);
 
 Result<Envelope> decode_envelope(ByteView bytes, const MessageLimits& limits);
+
+// The `id` of an envelope without decoding the rest: reads the map's keys in order, skipping
+// other values, until it meets "id" (choreo's encoder writes it second). For transports that
+// must check an id they were told against the one inside. Nothing else is validated: a `nullopt`
+// means the bytes are no map or hold no valid id; decode_envelope names the reason.
+std::optional<MessageId> peek_envelope_id(ByteView bytes, const MessageLimits& limits);
 
 }  // namespace choreo

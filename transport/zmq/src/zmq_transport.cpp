@@ -15,6 +15,7 @@
 #include <zmq_addon.hpp>
 
 #include "choreo/assert.h"
+#include "choreo/codec.h"
 #include "zap_handler.h"
 
 namespace choreo::zmq_transport {
@@ -121,6 +122,7 @@ private:
     void clear_wake();
 
     const ZmqOptions& options_;
+    const MessageLimits limits_{.message_bytes_max = options_.message_bytes_max};
     zmq::context_t context_{1};
     std::unique_ptr<ZapHandler> zap_;
     zmq::socket_t inbox_;
@@ -464,11 +466,21 @@ void ZmqTransport::Impl::parse_data(std::vector<zmq::message_t>& frames) {
     for (std::size_t index = 2; index + 1 < protocol.size(); index += 2) {
         const zmq::message_t& id_frame = protocol[index];
         if (id_frame.size() != id_frame_bytes) {
-            add_malformed(routing_id, protocol.subspan(index + 1, 1),
+            add_malformed(routing_id, protocol.subspan(index, 2),
                           "an id frame of " + std::to_string(id_frame.size()) + " bytes (want 16)");
             continue;
         }
-        add_delivery(routing_id, get_id(id_frame), bytes_of_frame(protocol[index + 1]), {});
+        // The ack names the id frame, so it must be the envelope's own id: otherwise a sender's
+        // bug would confirm a message that was never delivered. (An envelope that does not
+        // decode is left to the runtime, which dead-letters it with the reason, and is acked.)
+        const MessageId framed = get_id(id_frame);
+        const ByteView envelope{static_cast<const std::uint8_t*>(protocol[index + 1].data()), protocol[index + 1].size()};
+        if (std::optional<MessageId> inside = peek_envelope_id(envelope, limits_); inside && *inside != framed) {
+            add_malformed(routing_id, protocol.subspan(index, 2),
+                          "the id frame " + framed.to_string() + " is not the envelope's id " + inside->to_string());
+            continue;
+        }
+        add_delivery(routing_id, framed, bytes_of_frame(protocol[index + 1]), {});
         received++;
     }
     if (pair_frames % 2 != 0) {
