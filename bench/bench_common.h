@@ -24,6 +24,7 @@
 #include <pthread.h>
 
 #include "choreo/codec.h"
+#include "choreo/durability/sqlite_store.h"
 #include "choreo/service.h"
 #include "choreo/system.h"
 
@@ -144,6 +145,15 @@ inline void remove_database(const fs::path& file) {
     fs::remove(file, ignored);
     fs::remove(file.string() + "-wal", ignored);
     fs::remove(file.string() + "-shm", ignored);
+}
+
+// A fresh toolkit store for a measurement: `file` removed first, synchronous = FULL.
+inline choreo::Result<std::unique_ptr<choreo::SqliteStore>> open_fresh_store(const fs::path& file) {
+    remove_database(file);
+    choreo::SqliteStoreOptions store_options;
+    store_options.path = file.string();
+    store_options.synchronous = choreo::SqliteSync::full;
+    return choreo::SqliteStore::open(store_options);
 }
 
 // ---- raw SQLite ----------------------------------------------------------------------------

@@ -209,13 +209,9 @@ void register_handler(choreo::Service& service, bool send) {
 
 Measurement run_toolkit(const Workload& workload, const Case& shape, const Options& options, const fs::path& file) {
     const std::size_t steps = workload.ids.size();
-    remove_database(file);
     Measurement measurement;
     {
-        choreo::SqliteStoreOptions store_options;
-        store_options.path = file.string();
-        store_options.synchronous = choreo::SqliteSync::full;
-        choreo::Result<std::unique_ptr<choreo::SqliteStore>> store = choreo::SqliteStore::open(store_options);
+        choreo::Result<std::unique_ptr<choreo::SqliteStore>> store = open_fresh_store(file);
         if (!store.ok()) return {.error = store.status().to_string()};
         choreo::MemoryNetwork::Options network_options;
         network_options.queue_messages_max = steps + 1;

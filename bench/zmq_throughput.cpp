@@ -180,13 +180,9 @@ Measurement run_toolkit_memory(const Workload& workload) {
 }
 
 Measurement run_toolkit_sqlite(const Workload& workload, const fs::path& file) {
-    remove_database(file);
     Measurement measurement;
     {
-        choreo::SqliteStoreOptions store_options;
-        store_options.path = file.string();
-        store_options.synchronous = choreo::SqliteSync::full;
-        choreo::Result<std::unique_ptr<choreo::SqliteStore>> store = choreo::SqliteStore::open(store_options);
+        choreo::Result<std::unique_ptr<choreo::SqliteStore>> store = open_fresh_store(file);
         if (!store.ok()) return {.error = store.status().to_string()};
         measurement = run_toolkit(workload, **store);
     }

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <thread>
 #include <zmq.hpp>
@@ -369,6 +370,38 @@ TEST(ZmqService, ATooLargeSendIsDeadLetteredWithItsReasonAndTheRestFlows) {
     EXPECT_TRUE(wait_for([&] { return client.service->unsettled_sends() == 0; }));
     std::lock_guard lock{recorded.mutex};
     EXPECT_EQ(recorded.seen, std::vector<std::string>{"small"});
+}
+
+// At the outstanding bound the sender's runtime is held back; nothing committed is dropped, and
+// once the receiver is up every message is applied exactly once.
+TEST(ZmqService, BackpressureWhileTheReceiverIsAwayLosesNothing) {
+    constexpr int message_count = 600;
+    auto directory = fresh_port_directory();
+    const std::string server_name = conformance::fresh_service_name();
+    const std::string client_name = conformance::fresh_service_name();
+    Node client{{.self = Address::unicast(client_name, "1"), .directory = directory, .outstanding_per_peer_max = 50},
+                client_name, [](Service&) {}};
+    for (int index = 0; index < message_count; index++) {
+        ASSERT_TRUE(client.service->post(server_name + "/1", "count", index).ok());
+    }
+    ASSERT_TRUE(wait_for([&] { return client.transport->stats().backpressure > 0; }))
+        << "the client never reached its bound";
+    EXPECT_EQ(client.service->unsettled_sends(), static_cast<std::size_t>(message_count));
+
+    std::mutex mutex;
+    std::map<int, int> applied;
+    Node server{{.self = Address::unicast(server_name, "1"), .directory = directory}, server_name, [&](Service& svc) {
+                    svc.on("count", [&](Context&, const int& index) {
+                        std::lock_guard lock{mutex};
+                        applied[index]++;
+                    });
+                }};
+    ASSERT_TRUE(wait_for([&] { return client.service->unsettled_sends() == 0; }, 60s))
+        << client.service->unsettled_sends() << " still unsettled";
+    std::lock_guard lock{mutex};
+    ASSERT_EQ(applied.size(), static_cast<std::size_t>(message_count));
+    for (const auto& [index, times] : applied) EXPECT_EQ(times, 1) << "message " << index;
+    EXPECT_TRUE(client.dead_letters().empty());
 }
 
 // CURVE: the server admits the client keys on its allow-list (read from files) and nobody else.
