@@ -240,9 +240,16 @@ std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delive
             }
             index_of.emplace(id, candidates.size());
         }
-        Candidate candidate{{delivery.tag}, delivery.bytes, delivery.position, 0, {}, decoded.status()};
-        if (decoded.ok()) candidate.envelope = std::move(decoded).value();
-        candidates.push_back(std::move(candidate));
+        // Built in place: an Envelope is a dozen fields, and this runs for every input.
+        Candidate& candidate = candidates.emplace_back();
+        candidate.tags.push_back(delivery.tag);
+        candidate.bytes = delivery.bytes;
+        candidate.position = delivery.position;
+        if (decoded.ok()) {
+            candidate.envelope.emplace(std::move(decoded).value());
+        } else {
+            candidate.decode_status = decoded.status();
+        }
     }
     for (const Redrive& redrive : redrives) add_redrive(redrive, candidates, index_of);
     return candidates;
