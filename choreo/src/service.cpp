@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <tuple>
 
 #include "choreo/codec.h"
 
@@ -411,22 +412,41 @@ void Service::keep_for_retry(StepInputs& inputs) {
     for (Undeliverable& refused : inputs.undeliverable) carried_.undeliverable.push_back(std::move(refused));
 }
 
+// Hands the due sends to the transport, one send() per destination (address and pinned
+// instance), so a destination that holds back (a full or absent peer) does not hold back the
+// others. Within a destination the order is kept; what a destination refuses is offered again.
 Result<std::size_t> Service::send_due() {
     std::vector<MessageId> due = kernel_.take_sends_due(options_.sends_per_batch_max);
     if (due.empty()) return std::size_t{0};
     std::vector<OutgoingMessage> messages;
     messages.reserve(due.size());
     for (const MessageId& id : due) messages.push_back(kernel_.outgoing(id));
-    Result<std::size_t> accepted = transport_.send(messages);
-    const std::size_t count = accepted.ok() ? *accepted : 0;
-    CHOREO_ASSERT(count <= due.size());
-    if (count < due.size()) kernel_.send_refused(std::span<const MessageId>(due).subspan(count));
+    auto destination_less = [](const OutgoingMessage& a, const OutgoingMessage& b) {
+        return std::tie(a.to, a.route) < std::tie(b.to, b.route);
+    };
+    std::stable_sort(messages.begin(), messages.end(), destination_less);
+    std::size_t sent = 0;
+    std::vector<MessageId> refused;
+    Status closed;
+    for (std::size_t first = 0; first < messages.size();) {
+        std::size_t last = first + 1;
+        while (last < messages.size() && !destination_less(messages[first], messages[last])) last++;
+        const std::span<const OutgoingMessage> group{messages.data() + first, last - first};
+        Result<std::size_t> accepted = closed.ok() ? transport_.send(group) : Result<std::size_t>{std::size_t{0}};
+        if (!accepted.ok() && accepted.status().code() == StatusCode::closed) closed = accepted.status();
+        const std::size_t count = accepted.ok() ? *accepted : 0;
+        CHOREO_ASSERT(count <= group.size());
+        for (const OutgoingMessage& message : group.subspan(count)) refused.push_back(message.id);
+        sent += count;
+        first = last;
+    }
+    if (!refused.empty()) kernel_.send_refused(refused);
     {
         std::lock_guard lock{mutex_};
-        stats_.sends += count;
+        stats_.sends += sent;
     }
-    if (!accepted.ok() && accepted.status().code() == StatusCode::closed) return accepted.status();
-    return count;
+    if (!closed.ok()) return closed;
+    return sent;
 }
 
 Status Service::purge_if_due() {

@@ -465,6 +465,36 @@ TEST_F(ServiceTest, PostedMessagesAreCommittedThenSent) {
     EXPECT_TRUE(store_.find_outbox(sent.id).value().has_value());
 }
 
+// A destination that holds back (here: nobody receives at ghost/1 and its queue is full) does
+// not hold back sends to other destinations, even when the due sends interleave the two.
+TEST(ServiceSendTest, ADestinationAtItsBoundDoesNotHoldBackTheOthers) {
+    MemoryNetwork network{MemoryNetwork::Options{.queue_messages_max = 25}};
+    MemoryTransport transport{network, Address::unicast("bank", "1")};
+    MemoryTransport audit{network, Address::unicast("audit", "1")};
+    MemoryStore store;
+    ManualClock clock{start_ms};  // never advances: a refused send is not offered again by time
+    SeededRandom random{5};
+    Service service{{.name = "bank", .instance = "1", .batch_delay_us_max = 0}, transport, store, clock, random};
+    for (int index = 0; index < 20; index++) {  // ghost's 26th send comes before audit's 14th
+        ASSERT_TRUE(service.post("ghost/1", "note", 2 * index).ok());
+        ASSERT_TRUE(service.post("audit/1", "note", index).ok());
+        ASSERT_TRUE(service.post("ghost/1", "note", 2 * index + 1).ok());
+    }
+    std::size_t at_audit = 0;
+    for (int round = 0; round < 20; round++) {  // audit takes what arrives and acknowledges it
+        ASSERT_TRUE(service.run_once(0).ok());
+        ReceiveBatch batch;
+        ASSERT_TRUE(audit.receive(batch, 100, 0).ok());
+        std::vector<DeliveryTag> tags;
+        for (const Delivery& delivery : batch.deliveries) tags.push_back(delivery.tag);
+        ASSERT_TRUE(audit.acknowledge(tags).ok());
+        at_audit += batch.deliveries.size();
+    }
+    EXPECT_EQ(at_audit, 20u) << "sends to audit waited behind ghost's";
+    EXPECT_EQ(network.pending(Address::unicast("ghost", "1")), 25u);
+    EXPECT_EQ(service.unsettled_sends(), 40u) << "ghost's 40 wait for confirmation; audit's are settled";
+}
+
 TEST_F(ServiceTest, TransportOnAnotherAddressIsRefusedAtStart) {
     MemoryTransport elsewhere{network_, Address::unicast("bank", "2")};
     Service wrong{options_, elsewhere, store_, clock_, random_};
