@@ -110,7 +110,12 @@ Measurement run_raw_zmq(const Workload& workload) {
     measurement.seconds = std::chrono::duration<double>(Clock::now() - start).count();
     measurement.cpu_seconds = thread_cpu_seconds() - cpu_start;
     pusher.join();
-    if (received != workload.envelopes.size()) measurement.error = "received " + std::to_string(received);
+    std::size_t bytes_sent = 0;
+    for (const choreo::Bytes& bytes : workload.envelopes) bytes_sent += bytes.size();
+    if (received != workload.envelopes.size() || bytes_received != bytes_sent) {
+        measurement.error = "received " + std::to_string(received) + " messages, " + std::to_string(bytes_received) +
+                            " bytes";
+    }
     return measurement;
 }
 
