@@ -375,6 +375,41 @@ TEST_F(KernelTest, ExhaustedSendsAreDeadLetteredNotLost) {
     EXPECT_FALSE(store_.unsettled_outbox({}, 10).value().size());
 }
 
+TEST_F(KernelTest, SendsTheTransportRefusesForGoodAreDeadLetteredWithItsReason) {
+    on_add_save_and_send();
+    BatchEffects applied = step_and_commit({{delivery(envelope(1), 1)}, {}, {}});
+    const MessageId sent_id = applied.commit.outbox[0].id;
+    ASSERT_EQ(kernel().take_sends_due(10).size(), 1u);
+    StepInputs refused;
+    refused.undeliverable = {{sent_id, "message_too_large", "2000 bytes, over 1000"},
+                             {sent_id, "message_too_large", "the same report twice"},
+                             {MessageId{0x9, 0x9}, "no_route", "not ours: ignored"}};
+    BatchEffects given_up = step_and_commit(std::move(refused));
+    ASSERT_EQ(given_up.commit.dead_letters.size(), 1u);
+    EXPECT_EQ(given_up.commit.dead_letters[0].reason, "message_too_large");
+    EXPECT_EQ(given_up.commit.dead_letters[0].detail, "2000 bytes, over 1000");
+    EXPECT_EQ(given_up.commit.dead_letters[0].raw, applied.commit.outbox[0].bytes);
+    ASSERT_EQ(given_up.commit.outbox_settled.size(), 1u);
+    EXPECT_EQ(given_up.commit.outbox_settled[0].outcome, OutboxOutcome::dead_lettered);
+    EXPECT_EQ(kernel().unsettled_count(), 0u);
+    EXPECT_TRUE(kernel().take_sends_due(10).empty()) << "a refused send is not retransmitted";
+}
+
+TEST_F(KernelTest, AMalformedDeliveryIsDeadLetteredAsMalformedFrameAndAcknowledged) {
+    on_add_save_and_send();
+    // Even bytes that would decode: the transport said it could not frame them.
+    Delivery malformed = delivery(envelope(1), 7);
+    malformed.malformed = "an id frame of 15 bytes (want 16)";
+    BatchEffects effects = step_and_commit({{malformed, delivery(envelope(2), 8)}, {}, {}});
+    EXPECT_EQ(calls_, 1);
+    ASSERT_EQ(effects.commit.dead_letters.size(), 1u);
+    EXPECT_EQ(effects.commit.dead_letters[0].reason, refusal::malformed_frame);
+    EXPECT_EQ(effects.commit.dead_letters[0].detail, "an id frame of 15 bytes (want 16)");
+    EXPECT_EQ(effects.commit.dead_letters[0].raw, malformed.bytes);
+    EXPECT_EQ(effects.acks, (std::vector<DeliveryTag>{7, 8}));
+    EXPECT_EQ(effects.commit.dedup.size(), 1u) << "only the well-framed input is remembered";
+}
+
 TEST_F(KernelTest, BackpressureDefersInputWithoutAcknowledgingIt) {
     options_.sends_per_step_max = 1;
     options_.outbox_unconfirmed_max = 2;
