@@ -122,6 +122,12 @@ Status Service::check_redrivable(const DeadLetter& letter) {
     }
     Result<Envelope> decoded = decode_envelope(letter.raw, options_.kernel.limits);
     if (!decoded.ok()) return refuse("the bytes do not decode: " + decoded.status().to_string());
+    // Outbound sends a transport refused for good (message_too_large, no_route, ...) are
+    // addressed elsewhere; so are misaddressed inputs, which would be refused again.
+    const Address& to = decoded->to;
+    if (to.service() != self_.service() || (to.is_unicast() && to.instance() != self_.instance())) {
+        return refuse("addressed to " + to.to_string() + ", not to this service");
+    }
     if (decoded->kind == invoke_kind) {
         return refuse("a refused durable function call; its caller was answered with a rejection");
     }

@@ -367,6 +367,7 @@ TEST(ZmqService, ATooLargeSendIsDeadLetteredWithItsReasonAndTheRestFlows) {
     ASSERT_EQ(letters.size(), 1u);
     EXPECT_EQ(letters[0].reason, "message_too_large");
     EXPECT_GT(letters[0].raw.size(), 5000u) << "the refused message is kept whole";
+    EXPECT_EQ(client.service->redrive(letters[0].key).reason(), "not_redrivable") << "it is not an input";
     EXPECT_TRUE(wait_for([&] { return client.service->unsettled_sends() == 0; }));
     std::lock_guard lock{recorded.mutex};
     EXPECT_EQ(recorded.seen, std::vector<std::string>{"small"});
