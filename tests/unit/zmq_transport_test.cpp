@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <memory>
@@ -232,6 +233,54 @@ TEST(ZmqTransport, MalformedFramesBecomeDeliveriesWithAReason) {
     EXPECT_EQ(std::memcmp(ack[2].data(), id_bytes, 16), 0);
 }
 
+TEST(ZmqTransport, AMessageWithTooManyFramesIsCutAndDeadLetteredNotHeld) {
+    auto directory = fresh_port_directory();
+    auto receiver = open_endpoint({.self = fresh_address(), .directory = directory});
+    zmq::context_t context;
+    zmq::socket_t raw{context, zmq::socket_type::dealer};
+    raw.set(zmq::sockopt::linger, 0);
+    raw.connect(directory->find(receiver->local_address())->endpoint);
+    std::vector<zmq::const_buffer> frames = {zmq::buffer(version_frame), zmq::buffer(data_frame)};
+    const std::string filler(16, 'x');
+    for (int index = 0; index < 3000; index++) frames.push_back(zmq::buffer(filler));
+    ASSERT_TRUE(zmq::send_multipart(raw, frames));
+    ReceiveBatch batch = receive_until_batch(*receiver, [](const ReceiveBatch& b) { return !b.deliveries.empty(); });
+    ASSERT_EQ(batch.deliveries.size(), 1u);
+    EXPECT_NE(batch.deliveries[0].malformed.find("more than 1024 envelopes"), std::string::npos)
+        << batch.deliveries[0].malformed;
+}
+
+// A receiver that acks ids it was never sent (a bug, or a foreign program) settles nothing.
+TEST(ZmqTransport, OnlyIdsSentToThatPeerAreConfirmed) {
+    auto directory = fresh_port_directory();
+    const Address fake_address = fresh_address();
+    zmq::context_t context;
+    zmq::socket_t fake{context, zmq::socket_type::router};  // plays the receiver
+    fake.set(zmq::sockopt::linger, 0);
+    fake.bind(directory->find(fake_address)->endpoint);
+    auto sender = open_endpoint({.self = fresh_address(), .directory = directory});
+    Outbox outbox = make_outbox(1, sender->local_address(), fake_address);
+    ASSERT_EQ(sender->send(outbox.messages).value(), 1u);
+    std::vector<zmq::message_t> data;
+    fake.set(zmq::sockopt::rcvtimeo, 10'000);
+    ASSERT_TRUE(zmq::recv_multipart(fake, std::back_inserter(data)));
+    const MessageId stranger = fresh_message_id();
+    std::uint8_t stranger_bytes[16];
+    std::uint8_t sent_bytes[16];
+    for (int byte = 0; byte < 8; byte++) {
+        stranger_bytes[byte] = static_cast<std::uint8_t>(stranger.high() >> (56 - 8 * byte));
+        stranger_bytes[8 + byte] = static_cast<std::uint8_t>(stranger.low() >> (56 - 8 * byte));
+    }
+    std::memcpy(sent_bytes, data.at(3).data(), 16);
+    std::vector<zmq::const_buffer> ack = {zmq::buffer(data[0].data(), data[0].size()), zmq::buffer(version_frame),
+                                          zmq::buffer(ack_frame), zmq::const_buffer(stranger_bytes, 16),
+                                          zmq::const_buffer(sent_bytes, 16)};
+    ASSERT_TRUE(zmq::send_multipart(fake, ack));
+    ReceiveBatch batch = receive_until_batch(*sender, [](const ReceiveBatch& b) { return !b.confirmed.empty(); });
+    EXPECT_EQ(batch.confirmed, std::vector<MessageId>{outbox.ids[0]});
+    EXPECT_EQ(sender->stats().acks_ignored, 1u);
+}
+
 // ---- flow control and pinning ----------------------------------------------------------------
 
 TEST(ZmqTransport, BackpressureAtTheOutstandingBoundUntilAcksComeBack) {
@@ -319,9 +368,12 @@ struct Recorded {
 
 // One service on a ZeroMQ endpoint with a memory store, run on its own thread.
 struct Node {
-    Node(ZmqOptions options, std::string name, std::function<void(Service&)> setup)
-        : transport(open_endpoint(std::move(options))),
-          service(std::make_unique<Service>(ServiceOptions{.name = std::move(name), .instance = "1"}, *transport, store)) {
+    Node(ZmqOptions options, std::string name, std::function<void(Service&)> setup,
+         const std::function<void(ServiceOptions&)>& tune = {})
+        : transport(open_endpoint(std::move(options))) {
+        ServiceOptions service_options{.name = std::move(name), .instance = "1"};
+        if (tune) tune(service_options);
+        service = std::make_unique<Service>(service_options, *transport, store);
         setup(*service);
         runner = std::thread{[this] { ended = service->run(); }};
     }
@@ -405,6 +457,63 @@ TEST(ZmqService, BackpressureWhileTheReceiverIsAwayLosesNothing) {
     ASSERT_EQ(applied.size(), static_cast<std::size_t>(message_count));
     for (const auto& [index, times] : applied) EXPECT_EQ(times, 1) << "message " << index;
     EXPECT_TRUE(client.dead_letters().empty());
+}
+
+// A peer that is gone keeps its queue full; the sender gives it a fresh socket after
+// peer_reset_after_ms, so retransmissions count and the row ends as a dead letter, not forever
+// in the outbox.
+TEST(ZmqService, SendsToAPeerThatNeverComesEndAsDeadLetters) {
+    auto directory = fresh_port_directory();
+    const std::string client_name = conformance::fresh_service_name();
+    ZmqOptions options{.self = Address::unicast(client_name, "1"), .directory = directory,
+                       .send_hwm_messages = 1, .peer_reset_after_ms = 100};
+    Node client{options, client_name, [](Service&) {}, [](ServiceOptions& service) {
+                    service.kernel.send_attempts_max = 4;
+                    service.kernel.send_retry_delay_ms_min = 10;
+                    service.kernel.send_retry_delay_ms_max = 40;
+                }};
+    for (int index = 0; index < 3; index++) {
+        ASSERT_TRUE(client.service->post(fresh_address().to_string(), "note", index).ok());
+    }
+    ASSERT_TRUE(wait_for([&] { return client.dead_letters().size() == 3; }, 30s))
+        << client.dead_letters().size() << " dead letters, " << client.service->unsettled_sends() << " unsettled";
+    for (const DeadLetter& letter : client.dead_letters()) EXPECT_EQ(letter.reason, "send_attempts_exhausted");
+    EXPECT_GE(client.transport->stats().peer_resets, 1u);
+}
+
+// ZeroMQ gives up on a connection after a failed CURVE handshake; once the receiver allows the
+// key (here: restarts with a new allow-list), the sender's fresh socket gets through.
+TEST(ZmqService, ARefusedClientGetsThroughOnceItsKeyIsAllowed) {
+    testing_support::TempDir dir{"choreo-zmq-curve-later"};
+    const CurveKeyPair server_keys = generate_keypair().value();
+    const CurveKeyPair client_keys = generate_keypair().value();
+    const std::string server_name = conformance::fresh_service_name();
+    const std::string client_name = conformance::fresh_service_name();
+    auto directory = std::make_shared<Directory>();
+    ASSERT_TRUE(directory->add(Address::unicast(server_name, "1"), {free_tcp_endpoint(), server_keys.public_key}).ok());
+    directory->set_resolver([](const Address&) { return Directory::Entry{free_tcp_endpoint(), {}}; });
+    Recorded recorded;
+    auto server_setup = [&](Service& svc) {
+        svc.on("hello", [&](Context&, const std::string& who) {
+            std::lock_guard lock{recorded.mutex};
+            recorded.seen.push_back(who);
+        });
+    };
+    Node client{{.self = Address::unicast(client_name, "1"), .directory = directory,
+                 .peer_reset_after_ms = 200, .curve = CurveOptions{client_keys, {}}},
+                client_name, [](Service&) {}};
+    ASSERT_TRUE(client.service->post(server_name, "hello", std::string("client")).ok());
+    {
+        Node strict{{.self = Address::unicast(server_name, "1"), .directory = directory,
+                     .curve = CurveOptions{server_keys, {}}},
+                    server_name, server_setup};
+        ASSERT_TRUE(wait_for([&] { return strict.transport->stats().zap_denied > 0; }));
+    }
+    Node lenient{{.self = Address::unicast(server_name, "1"), .directory = directory,
+                  .curve = CurveOptions{server_keys, {client_keys.public_key}}},
+                 server_name, server_setup};
+    ASSERT_TRUE(wait_for([&] { return recorded.count() == 1; }, 30s)) << "never got through after the key was allowed";
+    EXPECT_TRUE(wait_for([&] { return client.service->unsettled_sends() == 0; }, 30s));
 }
 
 // CURVE: the server admits the client keys on its allow-list (read from files) and nobody else.

@@ -53,8 +53,10 @@ void ZapHandler::serve() {
             if (!zmq::recv_multipart(socket_, std::back_inserter(request), zmq::recv_flags::dontwait)) continue;
             answer(request);
         } catch (const zmq::error_t& error) {
+            // Never let the handler thread end the process: a request it could not answer fails
+            // that client's handshake, and the client connects again.
             if (error.num() == ETERM) return;
-            if (error.num() != EINTR) throw;
+            errors_.fetch_add(1);
         }
     }
 }

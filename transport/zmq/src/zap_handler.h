@@ -28,6 +28,7 @@ public:
 
     std::uint64_t allowed() const { return allowed_.load(); }
     std::uint64_t denied() const { return denied_.load(); }
+    std::uint64_t errors() const { return errors_.load(); }
 
 private:
     using Key = std::array<std::uint8_t, 32>;
@@ -40,6 +41,7 @@ private:
     std::atomic<bool> stopping_{false};
     std::atomic<std::uint64_t> allowed_{0};
     std::atomic<std::uint64_t> denied_{0};
+    std::atomic<std::uint64_t> errors_{0};
     std::thread thread_;
 };
 

@@ -129,10 +129,15 @@ struct ZmqOptions {
     std::int64_t outstanding_expiry_ms = 30'000;     // an unacknowledged send stops counting after this
     std::size_t pairs_per_frame_max = 256;           // envelopes batched into one ZeroMQ message
     int send_hwm_messages = 1000;                    // ZeroMQ messages queued per peer
-    int receive_hwm_messages = 1000;
+    int receive_hwm_messages = 100;                  // each up to data_message_bytes_max
     int reconnect_interval_ms = 100;                 // first reconnect delay, doubled up to the max
     int reconnect_interval_ms_max = 2000;
     std::size_t receive_drain_max = 64;              // ZeroMQ messages read per receive call
+    // A peer that refused every send and acknowledged nothing for this long gets a fresh socket
+    // (the directory is read again; what it held is retransmitted from the outbox). ZeroMQ does
+    // not reconnect after a failed handshake, e.g. a key the peer did not allow yet.
+    std::int64_t peer_reset_after_ms = 5'000;
+    std::size_t peers_max = 512;                     // sockets to peers; idle ones are closed first
     std::optional<CurveOptions> curve{};
 };
 
@@ -146,6 +151,9 @@ struct ZmqStats {
     std::uint64_t refused_too_large = 0;
     std::uint64_t refused_no_route = 0;
     std::uint64_t backpressure = 0;       // send calls that stopped short
+    std::uint64_t acks_ignored = 0;       // acked ids this endpoint had not sent to that peer
+    std::uint64_t peer_resets = 0;        // peers given a fresh socket (see peer_reset_after_ms)
+    std::uint64_t zmq_errors = 0;         // unexpected ZeroMQ errors, turned into refusals
     std::uint64_t zap_denied = 0;         // CURVE clients turned away
     std::uint64_t zap_allowed = 0;
 };
