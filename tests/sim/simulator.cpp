@@ -505,6 +505,11 @@ private:
             choreo::Result<std::optional<choreo::Bytes>> ended = ledger.store.load_state("ended/" + order.id);
             if (!ended.ok() || !ended->has_value()) return false;
         }
+        // A send whose copies were all lost waits for its retransmission timer while the network
+        // is idle: done means every outbox is settled too.
+        for (const std::unique_ptr<Node>& node : nodes_) {
+            if (node->service->unsettled_sends() != 0) return false;
+        }
         return network_.in_flight() == 0;
     }
 
