@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <fstream>
@@ -180,21 +181,36 @@ TEST(ZmqTransport, OpeningWithoutAnEndpointFailsClearly) {
 
 // ---- malformed input from a peer we did not write ----------------------------------------------
 
+// A raw ZeroMQ DEALER connected to `endpoint`'s receive socket: a peer we did not write.
+struct RawPeer {
+    explicit RawPeer(const std::string& endpoint) {
+        socket.set(zmq::sockopt::linger, 0);
+        socket.connect(endpoint);
+    }
+    zmq::context_t context;
+    zmq::socket_t socket{context, zmq::socket_type::dealer};
+};
+
+// An id as its 16-byte frame (network order).
+std::array<std::uint8_t, 16> id_frame_of(const MessageId& id) {
+    std::array<std::uint8_t, 16> bytes{};
+    for (int byte = 0; byte < 8; byte++) {
+        bytes[byte] = static_cast<std::uint8_t>(id.high() >> (56 - 8 * byte));
+        bytes[8 + byte] = static_cast<std::uint8_t>(id.low() >> (56 - 8 * byte));
+    }
+    return bytes;
+}
+
 TEST(ZmqTransport, MalformedFramesBecomeDeliveriesWithAReason) {
     auto directory = fresh_port_directory();
     auto receiver = open_endpoint({.self = fresh_address(), .directory = directory});
-    zmq::context_t context;
-    zmq::socket_t raw{context, zmq::socket_type::dealer};
-    raw.set(zmq::sockopt::linger, 0);
-    raw.connect(directory->find(receiver->local_address())->endpoint);
+    RawPeer peer{directory->find(receiver->local_address())->endpoint};
+    zmq::socket_t& raw = peer.socket;
 
     const MessageId good_id = fresh_message_id();
     const Bytes good = envelope_bytes(good_id, Address{}, receiver->local_address());
-    std::uint8_t id_bytes[16];
-    for (int byte = 0; byte < 8; byte++) {
-        id_bytes[byte] = static_cast<std::uint8_t>(good_id.high() >> (56 - 8 * byte));
-        id_bytes[8 + byte] = static_cast<std::uint8_t>(good_id.low() >> (56 - 8 * byte));
-    }
+    const std::array<std::uint8_t, 16> id_array = id_frame_of(good_id);
+    const std::uint8_t* id_bytes = id_array.data();
     auto send_frames = [&](std::vector<zmq::const_buffer> frames) { ASSERT_TRUE(zmq::send_multipart(raw, frames)); };
     send_frames({zmq::str_buffer("choreo/zmq/9"), zmq::str_buffer("msg")});                 // wrong version
     send_frames({zmq::buffer(version_frame), zmq::str_buffer("hello")});                    // unknown kind
@@ -236,14 +252,11 @@ TEST(ZmqTransport, MalformedFramesBecomeDeliveriesWithAReason) {
 TEST(ZmqTransport, AMessageWithTooManyFramesIsCutAndDeadLetteredNotHeld) {
     auto directory = fresh_port_directory();
     auto receiver = open_endpoint({.self = fresh_address(), .directory = directory});
-    zmq::context_t context;
-    zmq::socket_t raw{context, zmq::socket_type::dealer};
-    raw.set(zmq::sockopt::linger, 0);
-    raw.connect(directory->find(receiver->local_address())->endpoint);
+    RawPeer peer{directory->find(receiver->local_address())->endpoint};
     std::vector<zmq::const_buffer> frames = {zmq::buffer(version_frame), zmq::buffer(data_frame)};
     const std::string filler(16, 'x');
     for (int index = 0; index < 3000; index++) frames.push_back(zmq::buffer(filler));
-    ASSERT_TRUE(zmq::send_multipart(raw, frames));
+    ASSERT_TRUE(zmq::send_multipart(peer.socket, frames));
     ReceiveBatch batch = receive_until_batch(*receiver, [](const ReceiveBatch& b) { return !b.deliveries.empty(); });
     ASSERT_EQ(batch.deliveries.size(), 1u);
     EXPECT_NE(batch.deliveries[0].malformed.find("more than 1024 envelopes"), std::string::npos)
@@ -264,17 +277,10 @@ TEST(ZmqTransport, OnlyIdsSentToThatPeerAreConfirmed) {
     std::vector<zmq::message_t> data;
     fake.set(zmq::sockopt::rcvtimeo, 10'000);
     ASSERT_TRUE(zmq::recv_multipart(fake, std::back_inserter(data)));
-    const MessageId stranger = fresh_message_id();
-    std::uint8_t stranger_bytes[16];
-    std::uint8_t sent_bytes[16];
-    for (int byte = 0; byte < 8; byte++) {
-        stranger_bytes[byte] = static_cast<std::uint8_t>(stranger.high() >> (56 - 8 * byte));
-        stranger_bytes[8 + byte] = static_cast<std::uint8_t>(stranger.low() >> (56 - 8 * byte));
-    }
-    std::memcpy(sent_bytes, data.at(3).data(), 16);
+    const std::array<std::uint8_t, 16> stranger = id_frame_of(fresh_message_id());
     std::vector<zmq::const_buffer> ack = {zmq::buffer(data[0].data(), data[0].size()), zmq::buffer(version_frame),
-                                          zmq::buffer(ack_frame), zmq::const_buffer(stranger_bytes, 16),
-                                          zmq::const_buffer(sent_bytes, 16)};
+                                          zmq::buffer(ack_frame), zmq::const_buffer(stranger.data(), 16),
+                                          zmq::const_buffer(data.at(3).data(), 16)};
     ASSERT_TRUE(zmq::send_multipart(fake, ack));
     ReceiveBatch batch = receive_until_batch(*sender, [](const ReceiveBatch& b) { return !b.confirmed.empty(); });
     EXPECT_EQ(batch.confirmed, std::vector<MessageId>{outbox.ids[0]});
