@@ -215,14 +215,7 @@ inline std::int64_t count_rows(const fs::path& file, const char* table) {
     return sqlite3_column_int64(count.get(), 0);
 }
 
-inline std::array<std::uint8_t, 16> id_bytes(const choreo::MessageId& id) {  // as the store keys them
-    std::array<std::uint8_t, 16> bytes{};
-    for (std::size_t index = 0; index < 8; index++) {
-        bytes[index] = static_cast<std::uint8_t>(id.high() >> (56 - 8 * index));
-        bytes[8 + index] = static_cast<std::uint8_t>(id.low() >> (56 - 8 * index));
-    }
-    return bytes;
-}
+inline std::array<std::uint8_t, 16> id_bytes(const choreo::MessageId& id) { return id.to_bytes(); }  // as the store keys them
 
 // The statements the store runs for these steps, with the same SQL.
 struct RawStatements {

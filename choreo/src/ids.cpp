@@ -87,6 +87,26 @@ Result<MessageId> MessageId::parse(std::string_view text) {
     return id;
 }
 
+std::array<std::uint8_t, 16> MessageId::to_bytes() const {
+    std::array<std::uint8_t, 16> bytes{};
+    for (std::size_t index = 0; index < 8; index++) {
+        bytes[index] = static_cast<std::uint8_t>(high_ >> (56 - 8 * index));
+        bytes[8 + index] = static_cast<std::uint8_t>(low_ >> (56 - 8 * index));
+    }
+    return bytes;
+}
+
+std::optional<MessageId> MessageId::from_bytes(ByteView bytes) {
+    if (bytes.size() != 16) return std::nullopt;
+    std::uint64_t high = 0;
+    std::uint64_t low = 0;
+    for (std::size_t index = 0; index < 8; index++) {
+        high = (high << 8) | bytes[index];
+        low = (low << 8) | bytes[8 + index];
+    }
+    return MessageId{high, low};
+}
+
 std::string MessageId::to_string() const {
     static constexpr char digits[] = "0123456789abcdef";
     std::string text(text_length, '-');

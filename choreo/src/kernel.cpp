@@ -283,8 +283,7 @@ Status Kernel::Batch::process(Candidate& candidate, bool known, TimeMs horizon_m
     }
     const Envelope& envelope = *candidate.envelope;
     const Address& self = kernel_.options_.self;
-    if (envelope.to.service() != self.service() ||
-        (envelope.to.is_unicast() && envelope.to.instance() != self.instance())) {
+    if (!envelope.to.reaches(self)) {
         dead_letter(candidate, refusal::misaddressed, "addressed to " + envelope.to.to_string());
         return Status{};
     }

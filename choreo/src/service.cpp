@@ -124,10 +124,7 @@ Status Service::check_redrivable(const DeadLetter& letter) {
     if (!decoded.ok()) return refuse("the bytes do not decode: " + decoded.status().to_string());
     // Outbound sends a transport refused for good (message_too_large, no_route, ...) are
     // addressed elsewhere; so are misaddressed inputs, which would be refused again.
-    const Address& to = decoded->to;
-    if (to.service() != self_.service() || (to.is_unicast() && to.instance() != self_.instance())) {
-        return refuse("addressed to " + to.to_string() + ", not to this service");
-    }
+    if (!decoded->to.reaches(self_)) return refuse("addressed to " + decoded->to.to_string() + ", not to this service");
     if (decoded->kind == invoke_kind) {
         return refuse("a refused durable function call; its caller was answered with a rejection");
     }
@@ -430,7 +427,9 @@ Result<std::size_t> Service::send_due() {
     auto destination_less = [](const OutgoingMessage& a, const OutgoingMessage& b) {
         return std::tie(a.to, a.route) < std::tie(b.to, b.route);
     };
-    std::stable_sort(messages.begin(), messages.end(), destination_less);
+    if (!std::is_sorted(messages.begin(), messages.end(), destination_less)) {  // mostly one destination
+        std::stable_sort(messages.begin(), messages.end(), destination_less);
+    }
     std::size_t sent = 0;
     std::vector<MessageId> refused;
     Status closed;

@@ -1,6 +1,8 @@
 // Message ids (choreo/ids.h): text form, derived ids (design §4.3), UUIDv7 generation, content ids.
 #include "choreo/ids.h"
 
+#include "choreo/address.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -402,6 +404,26 @@ TEST(ContentIdTest, OneBitFlipChangesTheId) {
         ASSERT_NE(content_id(bytes), original) << "bit " << bit;
         bytes[bit / 8] ^= static_cast<std::uint8_t>(1u << (bit % 8));
     }
+}
+
+TEST(MessageIdBytesTest, SixteenBytesInNetworkOrderBothWays) {
+    const MessageId id = MessageId::parse("0190c2a4-1234-7abc-8def-0123456789ab").value();
+    const std::array<std::uint8_t, 16> bytes = id.to_bytes();
+    EXPECT_EQ(bytes[0], 0x01);
+    EXPECT_EQ(bytes[7], 0xbc);
+    EXPECT_EQ(bytes[8], 0x8d);
+    EXPECT_EQ(bytes[15], 0xab);
+    EXPECT_EQ(MessageId::from_bytes(bytes), id);
+    EXPECT_FALSE(MessageId::from_bytes(ByteView(bytes).first(15)).has_value());
+    EXPECT_LT(MessageId(1, 0).to_bytes(), MessageId(1, 1).to_bytes()) << "byte order is id order";
+}
+
+TEST(AddressReachesTest, AServiceOrExactlyTheInstance) {
+    const Address self = Address::unicast("orders", "1");
+    EXPECT_TRUE(Address::anycast("orders").reaches(self));
+    EXPECT_TRUE(Address::unicast("orders", "1").reaches(self));
+    EXPECT_FALSE(Address::unicast("orders", "2").reaches(self));
+    EXPECT_FALSE(Address::anycast("billing").reaches(self));
 }
 
 }  // namespace

@@ -192,14 +192,7 @@ struct RawPeer {
 };
 
 // An id as its 16-byte frame (network order).
-std::array<std::uint8_t, 16> id_frame_of(const MessageId& id) {
-    std::array<std::uint8_t, 16> bytes{};
-    for (int byte = 0; byte < 8; byte++) {
-        bytes[byte] = static_cast<std::uint8_t>(id.high() >> (56 - 8 * byte));
-        bytes[8 + byte] = static_cast<std::uint8_t>(id.low() >> (56 - 8 * byte));
-    }
-    return bytes;
-}
+std::array<std::uint8_t, 16> id_frame_of(const MessageId& id) { return id.to_bytes(); }
 
 TEST(ZmqTransport, MalformedFramesBecomeDeliveriesWithAReason) {
     auto directory = fresh_port_directory();

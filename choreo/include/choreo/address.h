@@ -28,6 +28,11 @@ public:
 
     bool empty() const { return service_.empty(); }
     bool is_unicast() const { return !instance_.empty(); }
+    // Whether a message to this address is for `instance` (a unicast address): it names the
+    // instance's service, or exactly the instance.
+    bool reaches(const Address& instance) const {
+        return service_ == instance.service_ && (!is_unicast() || instance_ == instance.instance_);
+    }
     const std::string& service() const { return service_; }
     const std::string& instance() const { return instance_; }
     Address service_address() const { return anycast(service_); }

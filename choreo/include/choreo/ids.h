@@ -12,7 +12,9 @@
 //   Result<MessageId> parsed = MessageId::parse(text);
 #pragma once
 
+#include <array>
 #include <compare>
+#include <optional>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -36,6 +38,11 @@ public:
     static Result<MessageId> parse(std::string_view text);
 
     std::string to_string() const;  // lowercase canonical form
+    // The 16 bytes in network order (as UUID bytes are written): the binary form the SQLite
+    // store keys rows by (so byte order is id order) and the ZeroMQ framing's id frames carry.
+    std::array<std::uint8_t, 16> to_bytes() const;
+    // The id of exactly 16 such bytes; nothing for any other length. May be nil.
+    static std::optional<MessageId> from_bytes(ByteView bytes);
     bool is_nil() const { return high_ == 0 && low_ == 0; }
     std::uint64_t high() const { return high_; }
     std::uint64_t low() const { return low_; }

@@ -17,25 +17,8 @@ using sqlite::Use;
 namespace {
 
 // Ids are stored as 16 big-endian bytes, so BLOB order is id order.
-std::array<std::uint8_t, 16> id_bytes(const MessageId& id) {
-    std::array<std::uint8_t, 16> bytes{};
-    for (int index = 0; index < 8; index++) {
-        bytes[static_cast<std::size_t>(index)] = static_cast<std::uint8_t>(id.high() >> (56 - 8 * index));
-        bytes[static_cast<std::size_t>(8 + index)] = static_cast<std::uint8_t>(id.low() >> (56 - 8 * index));
-    }
-    return bytes;
-}
-
-std::optional<MessageId> id_of(const Bytes& bytes) {
-    if (bytes.size() != 16) return std::nullopt;
-    std::uint64_t high = 0;
-    std::uint64_t low = 0;
-    for (std::size_t index = 0; index < 8; index++) {
-        high = (high << 8) | bytes[index];
-        low = (low << 8) | bytes[8 + index];
-    }
-    return MessageId{high, low};
-}
+std::array<std::uint8_t, 16> id_bytes(const MessageId& id) { return id.to_bytes(); }
+std::optional<MessageId> id_of(const Bytes& bytes) { return MessageId::from_bytes(bytes); }
 
 Status corrupt(std::string what) { return precondition_error("store_corrupt", std::move(what)); }
 

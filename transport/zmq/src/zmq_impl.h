@@ -35,8 +35,7 @@ inline std::int64_t steady_ms() {
         .count();
 }
 
-void put_id(const MessageId& id, std::uint8_t* out);
-MessageId get_id(const zmq::message_t& frame);
+MessageId get_id(const zmq::message_t& frame);  // of a 16-byte id frame
 
 class ZmqTransport::Impl {
 public:

@@ -202,11 +202,10 @@ bool ZmqTransport::Impl::flush(Run& run) {
     }
     // ZeroMQ takes a multipart message whole once its first frame is in.
     dealer.send(zmq::buffer(data_frame), zmq::send_flags::sndmore);
-    std::uint8_t id_bytes[id_frame_bytes];
     for (std::size_t index = 0; index < run.messages.size(); index++) {
         const OutgoingMessage& message = *run.messages[index];
-        put_id(message.id, id_bytes);
-        dealer.send(zmq::const_buffer(id_bytes, sizeof id_bytes), zmq::send_flags::sndmore);
+        const std::array<std::uint8_t, 16> id_bytes = message.id.to_bytes();
+        dealer.send(zmq::const_buffer(id_bytes.data(), id_bytes.size()), zmq::send_flags::sndmore);
         const bool last = index + 1 == run.messages.size();
         dealer.send(zmq::const_buffer(message.bytes.data(), message.bytes.size()),
                     last ? zmq::send_flags::none : zmq::send_flags::sndmore);

@@ -16,23 +16,10 @@
 
 namespace choreo::zmq_transport {
 
-void put_id(const MessageId& id, std::uint8_t* out) {
-    for (int byte = 0; byte < 8; byte++) {
-        out[byte] = static_cast<std::uint8_t>(id.high() >> (56 - 8 * byte));
-        out[8 + byte] = static_cast<std::uint8_t>(id.low() >> (56 - 8 * byte));
-    }
-}
-
 MessageId get_id(const zmq::message_t& frame) {
-    CHOREO_ASSERT(frame.size() == id_frame_bytes);
-    const auto* bytes = static_cast<const std::uint8_t*>(frame.data());
-    std::uint64_t high = 0;
-    std::uint64_t low = 0;
-    for (int byte = 0; byte < 8; byte++) {
-        high = (high << 8) | bytes[byte];
-        low = (low << 8) | bytes[8 + byte];
-    }
-    return MessageId{high, low};
+    std::optional<MessageId> id = MessageId::from_bytes({static_cast<const std::uint8_t*>(frame.data()), frame.size()});
+    CHOREO_ASSERT(id.has_value());  // callers check the frame is 16 bytes
+    return *id;
 }
 
 namespace {
@@ -345,7 +332,6 @@ Status ZmqTransport::Impl::acknowledge(std::span<const DeliveryTag> tags) {
         inbound_.erase(inbound);
     }
     std::size_t acked = 0;
-    std::uint8_t id_bytes[id_frame_bytes];
     try {
         for (const auto& [routing_id, ids] : by_sender) {
             for (std::size_t first = 0; first < ids.size(); first += acks_per_message_max) {
@@ -356,8 +342,8 @@ Status ZmqTransport::Impl::acknowledge(std::span<const DeliveryTag> tags) {
                 inbox_.send(zmq::buffer(version_frame), zmq::send_flags::sndmore);
                 inbox_.send(zmq::buffer(ack_frame), zmq::send_flags::sndmore);
                 for (std::size_t index = 0; index < in_message; index++) {
-                    put_id(ids[first + index], id_bytes);
-                    inbox_.send(zmq::const_buffer(id_bytes, sizeof id_bytes),
+                    const std::array<std::uint8_t, 16> id_bytes = ids[first + index].to_bytes();
+                    inbox_.send(zmq::const_buffer(id_bytes.data(), id_bytes.size()),
                                 index + 1 == in_message ? zmq::send_flags::none : zmq::send_flags::sndmore);
                 }
                 acked += in_message;
