@@ -1,0 +1,219 @@
+// kafka_consume.cpp — receives: assignment from stored offsets, deliveries, acknowledgements and
+// offset commits to Kafka (hints only: the store's positions are the truth, design §4.1).
+#include <algorithm>
+#include <string>
+
+#include "choreo/assert.h"
+#include "kafka_impl.h"
+
+namespace choreo::kafka_transport {
+
+namespace {
+
+constexpr std::size_t drain_chunk = 256;  // records taken from librdkafka per call
+
+}  // namespace
+
+// Where to start reading a partition: the next offset the store committed with its effects. If it
+// has none (no store, or it never consumed this partition), the group's offset in Kafka, which is
+// only ever committed after a store commit, so it is never ahead of what some store applied; and
+// with neither, the beginning (auto.offset.reset=earliest): messages sent before the first start
+// are kept for it.
+Result<std::int64_t> KafkaTransport::Impl::start_offset(const TopicPartition& partition) {
+    if (options.store == nullptr) return std::int64_t{RD_KAFKA_OFFSET_STORED};
+    Result<std::optional<std::int64_t>> stored = options.store->consumed_position(stream_name(partition));
+    if (!stored.ok()) return stored.status();
+    return stored.value().value_or(RD_KAFKA_OFFSET_STORED);
+}
+
+Status KafkaTransport::Impl::assign_static(Consumer& consumer, const std::vector<TopicPartition>& partitions) {
+    PartitionList list{rd_kafka_topic_partition_list_new(static_cast<int>(partitions.size()))};
+    for (const TopicPartition& partition : partitions) {
+        Result<std::int64_t> offset = start_offset(partition);
+        if (!offset.ok()) return offset.status();
+        rd_kafka_topic_partition_list_add(list.get(), partition.topic.c_str(), partition.partition)->offset =
+            offset.value();
+        progress[partition].consumer = &consumer;
+    }
+    const rd_kafka_resp_err_t error = rd_kafka_assign(consumer.handle.get(), list.get());
+    if (error != RD_KAFKA_RESP_ERR_NO_ERROR) return transient_error("kafka_assign", rd_kafka_err2str(error));
+    stats.assignments += partitions.size();
+    return Status{};
+}
+
+// On the runtime thread, at the first receive: the store is read where the runtime reads it.
+Status KafkaTransport::Impl::start_consuming() {
+    for (auto& consumer : consumers) {
+        if (consumer->subscribed) {
+            PartitionList topics{rd_kafka_topic_partition_list_new(1)};
+            rd_kafka_topic_partition_list_add(topics.get(), service_topic_name.c_str(), RD_KAFKA_PARTITION_UA);
+            const rd_kafka_resp_err_t error = rd_kafka_subscribe(consumer->handle.get(), topics.get());
+            if (error != RD_KAFKA_RESP_ERR_NO_ERROR) return transient_error("kafka_subscribe", rd_kafka_err2str(error));
+            continue;
+        }
+        std::vector<TopicPartition> partitions = instance_partitions;
+        if (options.assignment == Assignment::static_partitions) {
+            partitions.insert(partitions.end(), static_service_partitions.begin(), static_service_partitions.end());
+        }
+        CHOREO_RETURN_IF_ERROR(assign_static(*consumer, partitions));
+    }
+    consuming = true;
+    last_hint = std::chrono::steady_clock::now();
+    return Status{};
+}
+
+Consumer* KafkaTransport::Impl::consumer_of(rd_kafka_t* handle) {
+    for (auto& consumer : consumers) {
+        if (consumer->handle.get() == handle) return consumer.get();
+    }
+    CHOREO_UNREACHABLE();  // a rebalance for a consumer this endpoint does not have
+}
+
+// ---- rebalances (dynamic_group only; called inside a drain, on the runtime thread) -----------
+
+void KafkaTransport::Impl::on_rebalance(rd_kafka_t* handle, rd_kafka_resp_err_t error,
+                                        rd_kafka_topic_partition_list_t* partitions) {
+    if (error == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        on_assign(handle, partitions);
+    } else {
+        on_revoke(handle, partitions);
+    }
+}
+
+// Seeks every new partition to the offset the shared store committed with its effects.
+void KafkaTransport::Impl::on_assign(rd_kafka_t* handle, rd_kafka_topic_partition_list_t* partitions) {
+    for (int index = 0; index < partitions->cnt; index++) {
+        rd_kafka_topic_partition_t& entry = partitions->elems[index];
+        const TopicPartition partition{entry.topic, entry.partition};
+        Result<std::int64_t> offset = start_offset(partition);
+        // A store that cannot answer now: the group's Kafka offset, never ahead of the store's.
+        entry.offset = offset.ok() ? offset.value() : RD_KAFKA_OFFSET_STORED;
+        progress[partition].consumer = consumer_of(handle);
+    }
+    rd_kafka_assign(handle, partitions);
+    stats.assignments += static_cast<std::uint64_t>(partitions->cnt);
+}
+
+// The runtime calls receive only after the previous batch is committed and acknowledged, so what
+// was delivered from these partitions is committed; hints for them go to Kafka now, and deliveries
+// not acknowledged yet (the runtime's retries) are forgotten: the next owner resumes at the stored
+// offset, below them, and the shared store's dedup table decides who applies them.
+void KafkaTransport::Impl::on_revoke(rd_kafka_t* handle, rd_kafka_topic_partition_list_t* partitions) {
+    std::set<TopicPartition> revoked;
+    for (int index = 0; index < partitions->cnt; index++) {
+        revoked.insert({partitions->elems[index].topic, partitions->elems[index].partition});
+    }
+    commit_hints_of(*consumer_of(handle), /*synchronous=*/true, &revoked);
+    std::erase_if(delivered, [&](const auto& entry) { return revoked.count(entry.second.partition) != 0; });
+    for (const TopicPartition& partition : revoked) progress.erase(partition);
+    rd_kafka_assign(handle, nullptr);
+    stats.revocations += revoked.size();
+}
+
+// ---- deliveries ------------------------------------------------------------------------------
+
+void KafkaTransport::Impl::take_record(Consumer& consumer, const rd_kafka_message_t& record, ReceiveBatch& out) {
+    if (record.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        stats.consume_errors++;  // broker errors: librdkafka retries the fetch itself
+        return;
+    }
+    const TopicPartition partition{rd_kafka_topic_name(record.rkt), record.partition};
+    auto owned = progress.find(partition);
+    if (owned == progress.end()) return;  // prefetched before a revocation
+    const DeliveryTag tag = next_tag++;
+    const auto* payload = static_cast<const std::uint8_t*>(record.payload);
+    Delivery delivery{tag, Bytes(payload, payload + record.len), StreamPosition{stream_name(partition), record.offset}};
+    out.deliveries.push_back(std::move(delivery));
+    owned->second.outstanding.insert(record.offset);
+    delivered.emplace(tag, DeliveredRecord{&consumer, partition, record.offset});
+    stats.consumed++;
+}
+
+std::size_t KafkaTransport::Impl::drain(Consumer& consumer, ReceiveBatch& out, std::size_t room) {
+    rd_kafka_message_t* records[drain_chunk];
+    std::size_t taken = 0;
+    consumer.maybe_more = false;
+    while (taken < room) {
+        const std::size_t want = std::min(drain_chunk, room - taken);
+        const ssize_t count = rd_kafka_consume_batch_queue(consumer.queue.get(), 0, records, want);
+        if (count <= 0) return taken;
+        for (ssize_t index = 0; index < count; index++) {
+            take_record(consumer, *records[index], out);
+            rd_kafka_message_destroy(records[index]);
+        }
+        taken += static_cast<std::size_t>(count);
+        if (static_cast<std::size_t>(count) < want) return taken;
+    }
+    consumer.maybe_more = true;
+    return taken;
+}
+
+Status KafkaTransport::Impl::receive(ReceiveBatch& out, std::size_t deliveries_max, std::int64_t timeout_us) {
+    if (closed) return closed_error();
+    if (!consuming) CHOREO_RETURN_IF_ERROR(start_consuming());
+    const std::size_t deliveries_before = out.deliveries.size();
+    const std::size_t confirmations_before = out.confirmed.size() + out.undeliverable.size();
+    auto gather = [&] {
+        drain_pipe();  // first: an event after this is seen by the next wait
+        serve_producer(out);
+        for (auto& consumer : consumers) {
+            const std::size_t room = deliveries_max - (out.deliveries.size() - deliveries_before);
+            if (room > 0) {
+                drain(*consumer, out, room);
+            } else {
+                rd_kafka_poll(consumer->handle.get(), 0);  // rebalances and errors only
+            }
+        }
+        return out.deliveries.size() > deliveries_before ||
+               out.confirmed.size() + out.undeliverable.size() > confirmations_before;
+    };
+    bool got = gather();
+    const bool more = std::any_of(consumers.begin(), consumers.end(), [](const auto& c) { return c->maybe_more; });
+    if (!got && !more && timeout_us > 0 && !closed) {
+        wait_for_event(timeout_us);
+        got = gather();
+    }
+    commit_hints(/*force=*/false, /*synchronous=*/false);
+    if (closed && !got) return closed_error();
+    return Status{};
+}
+
+// ---- acknowledgements and hints --------------------------------------------------------------
+
+void KafkaTransport::Impl::acknowledge(std::span<const DeliveryTag> tags) {
+    for (DeliveryTag tag : tags) {
+        auto found = delivered.find(tag);
+        if (found == delivered.end()) continue;  // unknown, or from a revoked partition
+        auto owned = progress.find(found->second.partition);
+        if (owned != progress.end()) {
+            owned->second.outstanding.erase(found->second.offset);
+            owned->second.acknowledged_next = std::max(owned->second.acknowledged_next, found->second.offset + 1);
+        }
+        delivered.erase(found);
+    }
+}
+
+void KafkaTransport::Impl::commit_hints(bool force, bool synchronous) {
+    const auto now = std::chrono::steady_clock::now();
+    if (!force && now - last_hint < std::chrono::milliseconds(options.commit_hint_interval_ms)) return;
+    last_hint = now;
+    for (auto& consumer : consumers) commit_hints_of(*consumer, synchronous, nullptr);
+}
+
+// Commits to Kafka, for the partitions this consumer reads, the offset below which everything
+// was acknowledged (after the runtime's commit). Failures are ignored: it is a hint.
+void KafkaTransport::Impl::commit_hints_of(Consumer& consumer, bool synchronous, const std::set<TopicPartition>* only) {
+    PartitionList list{rd_kafka_topic_partition_list_new(4)};
+    for (auto& [partition, state] : progress) {
+        if (state.consumer != &consumer || (only != nullptr && only->count(partition) == 0)) continue;
+        const std::int64_t hint = state.hint();
+        if (hint < 0 || hint <= state.hinted) continue;
+        rd_kafka_topic_partition_list_add(list.get(), partition.topic.c_str(), partition.partition)->offset = hint;
+        state.hinted = hint;
+    }
+    if (list->cnt == 0) return;
+    rd_kafka_commit(consumer.handle.get(), list.get(), synchronous ? 0 : 1);
+    stats.commit_hints++;
+}
+
+}  // namespace choreo::kafka_transport
