@@ -114,7 +114,7 @@ void KafkaTransport::Impl::on_revoke(rd_kafka_t* handle, rd_kafka_topic_partitio
 
 void KafkaTransport::Impl::take_record(Consumer& consumer, const rd_kafka_message_t& record, ReceiveBatch& out) {
     if (record.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        stats.consume_errors++;  // broker errors: librdkafka retries the fetch itself
+        stats.client_errors++;  // broker errors: librdkafka retries the fetch itself
         return;
     }
     const TopicPartition partition{rd_kafka_topic_name(record.rkt), record.partition};
@@ -157,20 +157,24 @@ Status KafkaTransport::Impl::receive(ReceiveBatch& out, std::size_t deliveries_m
         drain_pipe();  // first: an event after this is seen by the next wait
         serve_producer(out);
         for (auto& consumer : consumers) {
+            // With no room the consumer queue is left alone: rebalances and errors are served with
+            // the next deliveries (rd_kafka_poll must not serve a consumer queue: it drops records).
             const std::size_t room = deliveries_max - (out.deliveries.size() - deliveries_before);
-            if (room > 0) {
-                drain(*consumer, out, room);
-            } else {
-                rd_kafka_poll(consumer->handle.get(), 0);  // rebalances and errors only
-            }
+            if (room > 0) drain(*consumer, out, room);
         }
         return out.deliveries.size() > deliveries_before ||
                out.confirmed.size() + out.undeliverable.size() > confirmations_before;
     };
     bool got = gather();
-    const bool more = std::any_of(consumers.begin(), consumers.end(), [](const auto& c) { return c->maybe_more; });
-    if (!got && !more && timeout_us > 0 && !closed) {
-        wait_for_event(timeout_us);
+    // Wait until something arrives, wake() or close(), or the time is up. An event may bring
+    // nothing for the runtime (a rebalance, a log line): then wait again for what is left.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(timeout_us);
+    while (!got && !closed && !wake_requested.exchange(false)) {
+        const bool more = deliveries_max > 0 &&
+                          std::any_of(consumers.begin(), consumers.end(), [](const auto& c) { return c->maybe_more; });
+        const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::steady_clock::now());
+        if (more || left.count() <= 0) break;
+        wait_for_event(left.count());
         got = gather();
     }
     commit_hints(/*force=*/false, /*synchronous=*/false);

@@ -76,7 +76,7 @@ struct DeliveredRecord {
 
 struct AtomicStats {
     std::atomic<std::uint64_t> produced{0}, confirmed{0}, produce_failed{0}, backpressure{0},
-        refused_too_large{0}, consumed{0}, consume_errors{0}, assignments{0}, revocations{0},
+        refused_too_large{0}, consumed{0}, client_errors{0}, assignments{0}, revocations{0},
         commit_hints{0}, producer_restarts{0};
     KafkaStats snapshot() const;
 };
@@ -150,6 +150,7 @@ public:
     int pipe_read = -1;
     int pipe_write = -1;
     std::atomic<bool> closed{false};
+    std::atomic<bool> wake_requested{false};
     AtomicStats stats;
 };
 

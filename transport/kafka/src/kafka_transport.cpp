@@ -53,7 +53,7 @@ void on_error(rd_kafka_t* handle, int error, const char* reason, void* opaque) {
         return;
     }
     (void)reason;
-    impl->stats.consume_errors++;  // librdkafka retries these (broker down, timeouts) by itself
+    impl->stats.client_errors++;  // librdkafka retries these (broker down, timeouts) by itself
 }
 
 void on_delivery(rd_kafka_t*, const rd_kafka_message_t* report, void* opaque) {
@@ -95,7 +95,7 @@ std::int64_t PartitionProgress::hint() const {
 
 KafkaStats AtomicStats::snapshot() const {
     return {produced.load(), confirmed.load(), produce_failed.load(), backpressure.load(),
-            refused_too_large.load(), consumed.load(), consume_errors.load(), assignments.load(),
+            refused_too_large.load(), consumed.load(), client_errors.load(), assignments.load(),
             revocations.load(), commit_hints.load(), producer_restarts.load()};
 }
 
@@ -108,7 +108,10 @@ Result<Handle> KafkaTransport::Impl::make_client(rd_kafka_type_t type, const std
         rd_kafka_conf_destroy(conf);
         return status;
     };
-    const std::map<std::string, std::string> defaults = {{"log_level", "3"}, {"client.id", "choreo"}};
+    // No topic is created as a side effect of asking for its metadata or producing to it: a
+    // broker's auto-created topic has the broker's partition count, not the one asked for.
+    const std::map<std::string, std::string> defaults = {
+        {"log_level", "3"}, {"client.id", "choreo"}, {"allow.auto.create.topics", "false"}};
     using Settings = std::map<std::string, std::string>;
     for (const Settings* settings : std::initializer_list<const Settings*>{&defaults, &options.settings, &own}) {
         for (const auto& [key, value] : *settings) {
@@ -156,6 +159,9 @@ Status KafkaTransport::Impl::create_topic(const std::string& topic, std::int32_t
     rd_kafka_event_t* event = rd_kafka_queue_poll(results.get(), std::min(options.metadata_timeout_ms, 5'000));
     if (event == nullptr) return Status{};
     Status status;
+    if (rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        status = precondition_error("topic_create_failed", topic + ": " + rd_kafka_event_error_string(event));
+    }
     std::size_t count = 0;
     const rd_kafka_topic_result_t** created =
         rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(event), &count);
@@ -227,6 +233,8 @@ Status KafkaTransport::Impl::make_consumers() {
     const std::string group = service_topic_name;
     auto add = [&](const std::string& group_id, bool subscribed) -> Status {
         Result<Handle> made = make_client(RD_KAFKA_CONSUMER, {{"group.id", group_id},
+                                                              // on_assign/on_revoke use the eager protocol
+                                                              {"partition.assignment.strategy", "range,roundrobin"},
                                                               {"enable.auto.commit", "false"},
                                                               {"enable.auto.offset.store", "false"},
                                                               {"auto.offset.reset", "earliest"},
@@ -338,7 +346,10 @@ Status KafkaTransport::acknowledge(std::span<const DeliveryTag> tags) {
     return Status{};
 }
 
-void KafkaTransport::wake() { impl_->signal_pipe(); }
+void KafkaTransport::wake() {
+    impl_->wake_requested = true;
+    impl_->signal_pipe();
+}
 
 void KafkaTransport::close() {
     impl_->closed = true;

@@ -84,7 +84,7 @@ struct KafkaStats {
     std::uint64_t backpressure = 0;        // send calls that stopped short (queue full)
     std::uint64_t refused_too_large = 0;
     std::uint64_t consumed = 0;            // records delivered to the runtime
-    std::uint64_t consume_errors = 0;      // consumer errors reported by librdkafka (it retries)
+    std::uint64_t client_errors = 0;       // errors librdkafka reported (broker down, timeouts): it retries
     std::uint64_t assignments = 0;         // partitions (re)assigned, each seeked to its stored offset
     std::uint64_t revocations = 0;         // partitions taken away by a rebalance
     std::uint64_t commit_hints = 0;        // offset commits sent to Kafka
