@@ -199,6 +199,15 @@ void Kernel::Batch::originate(const Origination& origination) {
     }
 }
 
+namespace {
+
+std::vector<StreamPosition> positions_of(const Delivery& delivery) {
+    if (!delivery.position) return {};
+    return {*delivery.position};
+}
+
+}  // namespace
+
 std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delivery>& deliveries,
                                                        const std::vector<Redrive>& redrives) {
     std::vector<Candidate> candidates;
@@ -208,7 +217,7 @@ std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delive
     std::unordered_map<MessageId, std::size_t, MessageIdHash> renewed_index;
     for (const auto& [id, retry] : kernel_.retries_) {
         if (retry.due_ms > effects.now_ms) continue;
-        Candidate candidate{retry.tags, retry.bytes, retry.position, retry.attempts, {}, {}, retry.redrive_key};
+        Candidate candidate{retry.tags, retry.bytes, retry.positions, retry.attempts, {}, {}, retry.redrive_key};
         index_of.emplace(id, candidates.size());
         candidates.push_back(std::move(candidate));
     }
@@ -219,7 +228,7 @@ std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delive
     }
     for (const Delivery& delivery : deliveries) {
         if (!delivery.malformed.empty()) {  // the transport could not frame it: never an envelope
-            candidates.push_back(Candidate{{delivery.tag}, delivery.bytes, delivery.position, 0, {},
+            candidates.push_back(Candidate{{delivery.tag}, delivery.bytes, positions_of(delivery), 0, {},
                                            invalid_argument_error(std::string(refusal::malformed_frame),
                                                                   delivery.malformed)});
             continue;
@@ -229,6 +238,7 @@ std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delive
             const MessageId id = decoded->id;
             if (auto seen = index_of.find(id); seen != index_of.end()) {
                 candidates[seen->second].tags.push_back(delivery.tag);  // same id: one attempt
+                if (delivery.position) candidates[seen->second].positions.push_back(*delivery.position);
                 continue;
             }
             if (auto waiting = kernel_.retries_.find(id); waiting != kernel_.retries_.end()) {
@@ -236,6 +246,7 @@ std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delive
                 auto [renewed, first] = renewed_index.emplace(id, effects.retries.size());
                 if (first) effects.retries.push_back(waiting->second);
                 effects.retries[renewed->second].tags.push_back(delivery.tag);
+                if (delivery.position) effects.retries[renewed->second].positions.push_back(*delivery.position);
                 continue;
             }
             index_of.emplace(id, candidates.size());
@@ -244,7 +255,7 @@ std::vector<Candidate> Kernel::Batch::gather_candidates(const std::vector<Delive
         Candidate& candidate = candidates.emplace_back();
         candidate.tags.push_back(delivery.tag);
         candidate.bytes = delivery.bytes;
-        candidate.position = delivery.position;
+        candidate.positions = positions_of(delivery);
         if (decoded.ok()) {
             candidate.envelope.emplace(std::move(decoded).value());
         } else {
@@ -271,7 +282,7 @@ void Kernel::Batch::add_redrive(const Redrive& redrive, std::vector<Candidate>& 
         if (kernel_.retries_.contains(id)) return;
         index_of.emplace(id, candidates.size());
     }
-    Candidate candidate{{}, redrive.bytes, std::nullopt, 0, {}, decoded.status(), redrive.key};
+    Candidate candidate{{}, redrive.bytes, {}, 0, {}, decoded.status(), redrive.key};
     if (decoded.ok()) candidate.envelope = std::move(decoded).value();
     candidates.push_back(std::move(candidate));
 }
@@ -314,13 +325,19 @@ Status Kernel::Batch::process(Candidate& candidate, bool known, TimeMs horizon_m
         kernel_.unsettled_.size() - effects.commit.outbox_settled.size() + outbox_ids_.size();
     if (unsettled + kernel_.options_.sends_per_step_max > kernel_.options_.outbox_unconfirmed_max) {
         // Backpressure: too many sends await confirmation. The input waits, unacknowledged.
-        for (DeliveryTag tag : candidate.tags) {
-            effects.deferred.push_back({tag, Bytes(candidate.bytes.begin(), candidate.bytes.end()), candidate.position});
+        for (std::size_t index = 0; index < candidate.tags.size(); index++) {
+            // Each tag with its own delivery's position (they pair up whenever positions exist).
+            std::optional<StreamPosition> position;
+            if (!candidate.positions.empty()) {
+                position = candidate.positions[std::min(index, candidate.positions.size() - 1)];
+            }
+            effects.deferred.push_back(
+                {candidate.tags[index], Bytes(candidate.bytes.begin(), candidate.bytes.end()), std::move(position)});
         }
         if (!candidate.redrive_key.empty()) {
             effects.redrives_deferred.push_back({candidate.redrive_key, Bytes(candidate.bytes.begin(), candidate.bytes.end())});
         }
-        if (candidate.position) hold_position(*candidate.position);
+        for (const StreamPosition& position : candidate.positions) hold_position(position);
         return Status{};
     }
     std::string reason;
@@ -445,9 +462,9 @@ void Kernel::Batch::resolve(Candidate& candidate, TraceKind kind, std::string re
     const std::string message_kind = candidate.envelope ? candidate.envelope->kind : std::string{};
     effects.acks.insert(effects.acks.end(), candidate.tags.begin(), candidate.tags.end());
     if (candidate.envelope && kernel_.retries_.contains(id)) effects.retries_done.push_back(id);
-    if (candidate.position) {
-        std::int64_t& next = position_resolved_[candidate.position->stream];
-        next = std::max(next, candidate.position->offset + 1);
+    for (const StreamPosition& position : candidate.positions) {
+        std::int64_t& next = position_resolved_[position.stream];
+        next = std::max(next, position.offset + 1);
     }
     const bool done = kind == TraceKind::applied || kind == TraceKind::duplicate;
     effects.trace.push_back({kind, id, message_kind, std::move(reason)});
@@ -493,13 +510,13 @@ void Kernel::Batch::schedule_retry(Candidate& candidate, std::string error) {
     retry.id = candidate.envelope->id;
     retry.tags = candidate.tags;
     retry.bytes.assign(candidate.bytes.begin(), candidate.bytes.end());
-    retry.position = candidate.position;
+    retry.positions = candidate.positions;
     retry.attempts = attempts;
     retry.due_ms = effects.now_ms + kernel_.backoff_ms(attempts, kernel_.options_.handler_retry_delay_ms_min,
                                                        kernel_.options_.handler_retry_delay_ms_max);
     retry.last_error = error;
     retry.redrive_key = candidate.redrive_key;
-    if (retry.position) hold_position(*retry.position);
+    for (const StreamPosition& position : retry.positions) hold_position(position);
     effects.trace.push_back({TraceKind::retry_scheduled, retry.id, candidate.envelope->kind, error});
     effects.retries.push_back(std::move(retry));
 }
@@ -513,7 +530,7 @@ void Kernel::Batch::hold_position(const StreamPosition& position) {
 // after a restart the transport resumes from there and that input is not skipped.
 void Kernel::Batch::finish_positions() {
     for (const auto& [id, retry] : kernel_.retries_) {
-        if (retry.position) hold_position(*retry.position);
+        for (const StreamPosition& position : retry.positions) hold_position(position);
     }
     for (const auto& [stream, next_offset] : position_resolved_) {
         std::int64_t position = next_offset;

@@ -18,7 +18,9 @@ namespace detail {
 struct Candidate {
     std::vector<DeliveryTag> tags;
     ByteView bytes;  // into the step's inputs or the kernel's retry queue: both outlive the step
-    std::optional<StreamPosition> position;
+    // Every delivery's position (transports with offsets), copies of the same id included: all of
+    // them are resolved or held with the candidate, so a copy never leaves its offset behind.
+    std::vector<StreamPosition> positions;
     std::uint32_t attempts_before = 0;
     std::optional<Envelope> envelope;  // set when the bytes decoded
     Status decode_status;

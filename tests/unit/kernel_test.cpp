@@ -455,6 +455,20 @@ TEST_F(KernelTest, StreamPositionsNeverPassAnInputStillWaiting) {
     EXPECT_EQ(later.commit.positions, (std::vector<ConsumedPosition>{{"orders/0", 11}}));
 }
 
+// A copy of an id in the same batch (Kafka: the same record produced twice, at two offsets) is
+// one candidate; its offset is resolved with it, so a restart does not read the copy again.
+TEST_F(KernelTest, ACopyInTheSameBatchMovesTheStreamPositionPastIt) {
+    on_add_save_and_send();
+    auto at = [&](std::uint64_t n, std::int64_t offset) {
+        Delivery d = delivery(envelope(n), n * 100 + static_cast<std::uint64_t>(offset));
+        d.position = StreamPosition{"orders/0", offset};
+        return d;
+    };
+    BatchEffects effects = step_and_commit({{at(1, 10), at(1, 11)}, {}, {}});
+    EXPECT_EQ(effects.acks.size(), 2u);
+    EXPECT_EQ(effects.commit.positions, (std::vector<ConsumedPosition>{{"orders/0", 12}}));
+}
+
 TEST_F(KernelTest, AFailedStoreReadFailsTheWholeStep) {
     on_add_save_and_send();
     FailingReader reader{store_};

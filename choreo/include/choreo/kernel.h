@@ -212,7 +212,7 @@ struct HandlerRetry {
     MessageId id;
     std::vector<DeliveryTag> tags;  // every delivery of this id seen so far
     Bytes bytes;
-    std::optional<StreamPosition> position;
+    std::vector<StreamPosition> positions;  // of those deliveries (transports with offsets)
     std::uint32_t attempts = 0;  // attempts made so far
     TimeMs due_ms = 0;
     std::string last_error;
