@@ -209,6 +209,26 @@ TEST(KafkaTransport, AStartResumesFromTheStoresOffsetNotKafkas) {
     for (std::size_t index = 0; index < 4; index++) EXPECT_EQ(again.delivered_order[index], outbox.ids[6 + index]);
 }
 
+// The Kafka offset commit on close is a hint: with the broker gone it must not hold up shutdown.
+TEST(KafkaTransport, ClosingWhileTheBrokerIsDownEndsPromptly) {
+    MockCluster cluster;
+    const Address receiver_address = fresh_address();
+    std::unique_ptr<KafkaTransport> sender = open_endpoint(static_options(cluster, fresh_address(), nullptr));
+    std::unique_ptr<KafkaTransport> receiver = open_endpoint(static_options(cluster, receiver_address, nullptr));
+    Outbox outbox = make_outbox(5, sender->local_address(), receiver_address);
+    ASSERT_EQ(conformance::send_all(*sender, outbox.messages, deadline_after(30s)), 5u);
+    Received received;
+    ASSERT_TRUE(receive_until(*receiver, received, [](const Received& r) { return r.delivered_count.size() == 5; },
+                              deadline_after(30s), {.acknowledge = true}));
+    ASSERT_TRUE(cluster.set_broker_down(1).ok());
+    const auto started = std::chrono::steady_clock::now();
+    receiver->close();
+    receiver.reset();
+    sender.reset();
+    EXPECT_LT(std::chrono::steady_clock::now() - started, 15s) << "shutdown waited for a broker that is down";
+    ASSERT_TRUE(cluster.set_broker_up(1).ok());
+}
+
 TEST(KafkaTransport, ATooLargeMessageIsReportedUndeliverable) {
     MockCluster cluster;
     KafkaOptions options = static_options(cluster, fresh_address(), nullptr);

@@ -103,7 +103,8 @@ void KafkaTransport::Impl::on_revoke(rd_kafka_t* handle, rd_kafka_topic_partitio
     for (int index = 0; index < partitions->cnt; index++) {
         revoked.insert({partitions->elems[index].topic, partitions->elems[index].partition});
     }
-    commit_hints_of(*consumer_of(handle), /*synchronous=*/true, &revoked);
+    // A lost assignment (this member was evicted) cannot commit: another member owns them now.
+    if (!rd_kafka_assignment_lost(handle)) commit_hints_of(*consumer_of(handle), HintCommit::bounded, &revoked);
     std::erase_if(delivered, [&](const auto& entry) { return revoked.count(entry.second.partition) != 0; });
     for (const TopicPartition& partition : revoked) progress.erase(partition);
     rd_kafka_assign(handle, nullptr);
@@ -177,7 +178,7 @@ Status KafkaTransport::Impl::receive(ReceiveBatch& out, std::size_t deliveries_m
         wait_for_event(left.count());
         got = gather();
     }
-    commit_hints(/*force=*/false, /*synchronous=*/false);
+    commit_hints(HintCommit::background);
     if (closed && !got) return closed_error();
     return Status{};
 }
@@ -197,27 +198,46 @@ void KafkaTransport::Impl::acknowledge(std::span<const DeliveryTag> tags) {
     }
 }
 
-void KafkaTransport::Impl::commit_hints(bool force, bool synchronous) {
+void KafkaTransport::Impl::commit_hints(HintCommit how) {
     const auto now = std::chrono::steady_clock::now();
-    if (!force && now - last_hint < std::chrono::milliseconds(options.commit_hint_interval_ms)) return;
+    if (how == HintCommit::background && now - last_hint < std::chrono::milliseconds(options.commit_hint_interval_ms)) {
+        return;
+    }
     last_hint = now;
-    for (auto& consumer : consumers) commit_hints_of(*consumer, synchronous, nullptr);
+    for (auto& consumer : consumers) commit_hints_of(*consumer, how, nullptr);
 }
 
 // Commits to Kafka, for the partitions this consumer reads, the offset below which everything
 // was acknowledged (after the runtime's commit). Failures are ignored: it is a hint.
-void KafkaTransport::Impl::commit_hints_of(Consumer& consumer, bool synchronous, const std::set<TopicPartition>* only) {
+//   background: asynchronous, at most every commit_hint_interval_ms (a failed one is sent again
+//               only once the hint moves on);
+//   bounded:    waits up to hint_commit_wait_ms (a revocation); `hinted` moves only on success;
+//   final:      bounded, and sent even if an earlier commit of the same hint may have failed.
+// The wait is bounded because a broker may be down: a hint is not worth a hung shutdown.
+void KafkaTransport::Impl::commit_hints_of(Consumer& consumer, HintCommit how, const std::set<TopicPartition>* only) {
     PartitionList list{rd_kafka_topic_partition_list_new(4)};
+    std::vector<std::pair<PartitionProgress*, std::int64_t>> advanced;
     for (auto& [partition, state] : progress) {
         if (state.consumer != &consumer || (only != nullptr && only->count(partition) == 0)) continue;
         const std::int64_t hint = state.hint();
-        if (hint < 0 || hint <= state.hinted) continue;
+        if (hint < 0 || (hint <= state.hinted && how != HintCommit::final)) continue;
         rd_kafka_topic_partition_list_add(list.get(), partition.topic.c_str(), partition.partition)->offset = hint;
-        state.hinted = hint;
+        advanced.emplace_back(&state, hint);
     }
     if (list->cnt == 0) return;
-    rd_kafka_commit(consumer.handle.get(), list.get(), synchronous ? 0 : 1);
     stats.commit_hints++;
+    if (how == HintCommit::background) {
+        rd_kafka_commit(consumer.handle.get(), list.get(), 1);
+        for (auto& [state, hint] : advanced) state->hinted = hint;
+        return;
+    }
+    Queue replies{rd_kafka_queue_new(consumer.handle.get())};
+    rd_kafka_commit_queue(consumer.handle.get(), list.get(), replies.get(), nullptr, nullptr);
+    rd_kafka_event_t* reply = rd_kafka_queue_poll(replies.get(), hint_commit_wait_ms);
+    const bool stored = reply != nullptr && rd_kafka_event_error(reply) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (reply != nullptr) rd_kafka_event_destroy(reply);
+    if (!stored) return;
+    for (auto& [state, hint] : advanced) state->hinted = hint;
 }
 
 }  // namespace choreo::kafka_transport

@@ -121,8 +121,12 @@ public:
     void take_record(Consumer& consumer, const rd_kafka_message_t& record, ReceiveBatch& out);
     Status receive(ReceiveBatch& out, std::size_t deliveries_max, std::int64_t timeout_us);
     void acknowledge(std::span<const DeliveryTag> tags);
-    void commit_hints(bool force, bool synchronous);
-    void commit_hints_of(Consumer& consumer, bool synchronous, const std::set<TopicPartition>* only);
+    enum class HintCommit { background, bounded, final };
+    static constexpr int hint_commit_wait_ms = 2'000;
+    static constexpr int consumer_close_wait_ms = 3'000;
+    void commit_hints(HintCommit how);
+    void commit_hints_of(Consumer& consumer, HintCommit how, const std::set<TopicPartition>* only);
+    void close_consumer(Consumer& consumer);
 
     KafkaOptions options;
     std::string service_topic_name;

@@ -299,13 +299,30 @@ Status KafkaTransport::Impl::start() {
     return make_consumers();
 }
 
-KafkaTransport::Impl::~Impl() {
-    if (!consumers.empty() && consuming) commit_hints(/*force=*/true, /*synchronous=*/true);
-    for (auto& consumer : consumers) {
-        rd_kafka_queue_io_event_enable(consumer->queue.get(), -1, nullptr, 0);
-        consumer->queue.reset();
-        rd_kafka_consumer_close(consumer->handle.get());
+// Leaves the group (if subscribed) within consumer_close_wait_ms; with the brokers down it gives
+// up and destroys the consumer without the goodbye, which Kafka notices by the session timeout.
+void KafkaTransport::Impl::close_consumer(Consumer& consumer) {
+    rd_kafka_queue_io_event_enable(consumer.queue.get(), -1, nullptr, 0);
+    consumer.queue.reset();
+    Queue events{rd_kafka_queue_new(consumer.handle.get())};
+    rd_kafka_error_t* error = rd_kafka_consumer_close_queue(consumer.handle.get(), events.get());
+    if (error != nullptr) rd_kafka_error_destroy(error);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(consumer_close_wait_ms);
+    while (error == nullptr && !rd_kafka_consumer_closed(consumer.handle.get()) &&
+           std::chrono::steady_clock::now() < deadline) {
+        rd_kafka_event_t* event = rd_kafka_queue_poll(events.get(), 100);
+        if (event == nullptr) continue;
+        if (rd_kafka_event_type(event) == RD_KAFKA_EVENT_REBALANCE) rd_kafka_assign(consumer.handle.get(), nullptr);
+        rd_kafka_event_destroy(event);
     }
+    const bool closed_cleanly = rd_kafka_consumer_closed(consumer.handle.get()) != 0;
+    events.reset();
+    rd_kafka_destroy_flags(consumer.handle.release(), closed_cleanly ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+}
+
+KafkaTransport::Impl::~Impl() {
+    if (!consumers.empty() && consuming) commit_hints(HintCommit::final);
+    for (auto& consumer : consumers) close_consumer(*consumer);
     consumers.clear();
     if (producer) {
         rd_kafka_queue_io_event_enable(producer_queue.get(), -1, nullptr, 0);
