@@ -60,6 +60,7 @@ struct Workload {
 
 struct Measurement {
     double seconds = 0;
+    double first_seconds = -1;     // from the start to the first step resolved (-1: not measured)
     double cpu_seconds = 0;        // of the thread doing the work (the runtime thread, or the loop)
     std::int64_t dedup_rows = -1;  // counted in the file afterwards
     std::int64_t state_rows = -1;
@@ -338,7 +339,12 @@ public:
 
     // On the runtime thread, whose CPU time then is the CPU time of the whole run.
     void resolved() {
-        if (++resolved_ != steps_) return;
+        const std::uint64_t count = ++resolved_;
+        if (count == 1) {
+            std::lock_guard lock{mutex_};
+            first_ = Clock::now();
+        }
+        if (count != steps_) return;
         std::lock_guard lock{mutex_};
         end_ = Clock::now();
         cpu_seconds_ = thread_cpu_seconds();
@@ -361,6 +367,11 @@ public:
         std::lock_guard lock{mutex_};
         return cpu_seconds_;
     }
+    // When the first input was resolved; read once wait() returned a time.
+    Clock::time_point first() {
+        std::lock_guard lock{mutex_};
+        return first_;
+    }
 
 private:
     const std::uint64_t steps_;
@@ -370,6 +381,7 @@ private:
     std::condition_variable changed_;
     bool done_ = false;
     bool runner_ended_ = false;
+    Clock::time_point first_{};
     Clock::time_point end_{};
     double cpu_seconds_ = 0;
 };
@@ -413,6 +425,7 @@ inline Measurement run_service(choreo::Service& service, std::size_t steps, Cloc
     if (!end) return {.error = "timed out; " + check_stats(service.stats(), steps)};
     Measurement measurement;
     measurement.seconds = std::chrono::duration<double>(*end - start).count();
+    measurement.first_seconds = std::chrono::duration<double>(finish.first() - start).count();
     measurement.cpu_seconds = finish.cpu_seconds();
     const choreo::ServiceStats stats = service.stats();
     measurement.commits = stats.commits;
