@@ -179,6 +179,7 @@ Status KafkaTransport::Impl::receive(ReceiveBatch& out, std::size_t deliveries_m
         got = gather();
     }
     commit_hints(HintCommit::background);
+    if (!consumer_fatal.empty()) return precondition_error("kafka_consumer_fatal", consumer_fatal);
     if (closed && !got) return closed_error();
     return Status{};
 }

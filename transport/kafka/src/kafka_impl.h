@@ -35,6 +35,11 @@ struct QueueDeleter {
 };
 using Queue = std::unique_ptr<rd_kafka_queue_t, QueueDeleter>;
 
+struct TopicDeleter {
+    void operator()(rd_kafka_topic_t* topic) const { rd_kafka_topic_destroy(topic); }
+};
+using TopicHandle = std::unique_ptr<rd_kafka_topic_t, TopicDeleter>;
+
 struct PartitionListDeleter {
     void operator()(rd_kafka_topic_partition_list_t* list) const { rd_kafka_topic_partition_list_destroy(list); }
 };
@@ -105,6 +110,7 @@ public:
     Result<std::size_t> send(std::span<const OutgoingMessage> batch);
     enum class Offer { accepted, backpressure };
     Offer offer(const OutgoingMessage& message);
+    rd_kafka_topic_t* topic_handle(const Address& to);
     void on_delivery_report(const rd_kafka_message_t& report);
     void serve_producer(ReceiveBatch& out);
     void restart_producer_if_fatal();
@@ -136,8 +142,10 @@ public:
 
     Handle producer;
     Queue producer_queue;             // the producer's main queue: delivery reports, errors
+    static constexpr std::size_t topic_handles_max = 4096;
+    std::unordered_map<std::string, TopicHandle> topic_handles;  // by topic name; before `producer` dies
     std::atomic<bool> producer_fatal{false};
-    std::string producer_fatal_reason;
+    std::string consumer_fatal;       // a consumer's fatal error: receive fails with it
     std::uint64_t next_record = 1;
     std::unordered_map<std::uint64_t, MessageId> records_in_flight;            // record -> id
     std::unordered_map<MessageId, std::uint32_t, MessageIdHash> ids_in_flight;  // id -> records

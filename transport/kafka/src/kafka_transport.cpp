@@ -45,15 +45,17 @@ Status check_options(const KafkaOptions& options) {
 
 void on_error(rd_kafka_t* handle, int error, const char* reason, void* opaque) {
     auto* impl = static_cast<KafkaTransport::Impl*>(opaque);
-    if (error == RD_KAFKA_RESP_ERR__FATAL && rd_kafka_type(handle) == RD_KAFKA_PRODUCER) {
-        char text[512];
-        rd_kafka_fatal_error(handle, text, sizeof text);
-        impl->producer_fatal_reason = text;
-        impl->producer_fatal = true;
+    (void)reason;
+    impl->stats.client_errors++;  // librdkafka retries most errors (broker down, timeouts) by itself
+    if (error != RD_KAFKA_RESP_ERR__FATAL) return;
+    // Served by poll calls on the runtime thread, like every librdkafka callback here.
+    if (rd_kafka_type(handle) == RD_KAFKA_PRODUCER) {
+        impl->producer_fatal = true;  // a new producer is made before the next send
         return;
     }
-    (void)reason;
-    impl->stats.client_errors++;  // librdkafka retries these (broker down, timeouts) by itself
+    char text[512];
+    rd_kafka_fatal_error(handle, text, sizeof text);
+    impl->consumer_fatal = text;  // e.g. a fenced group.instance.id: receive stops the service
 }
 
 void on_delivery(rd_kafka_t*, const rd_kafka_message_t* report, void* opaque) {
@@ -328,6 +330,7 @@ KafkaTransport::Impl::~Impl() {
         rd_kafka_queue_io_event_enable(producer_queue.get(), -1, nullptr, 0);
         producer_queue.reset();
         rd_kafka_flush(producer.get(), 2'000);  // what is left is retransmitted from the outbox
+        topic_handles.clear();
         producer.reset();
     }
     if (pipe_read >= 0) ::close(pipe_read);

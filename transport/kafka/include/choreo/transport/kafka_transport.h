@@ -115,6 +115,8 @@ public:
     Address local_address() const override;
     std::string route(const Address& to) override;  // empty: the key picks the partition
     Result<std::size_t> send(std::span<const OutgoingMessage> batch) override;
+    // Also fails with kafka_consumer_fatal when librdkafka reports a consumer unusable for good
+    // (e.g. a fenced group.instance.id): the service stops with that reason.
     Status receive(ReceiveBatch& out, std::size_t deliveries_max, std::int64_t timeout_us) override;
     Status acknowledge(std::span<const DeliveryTag> tags) override;
     void wake() override;
