@@ -94,10 +94,12 @@ void KafkaTransport::Impl::on_assign(rd_kafka_t* handle, rd_kafka_topic_partitio
     stats.assignments += static_cast<std::uint64_t>(partitions->cnt);
 }
 
-// The runtime calls receive only after the previous batch is committed and acknowledged, so what
-// was delivered from these partitions is committed; hints for them go to Kafka now, and deliveries
-// not acknowledged yet (the runtime's retries) are forgotten: the next owner resumes at the stored
-// offset, below them, and the shared store's dedup table decides who applies them.
+// Hints for what was acknowledged go to Kafka now. Deliveries from these partitions that are not
+// acknowledged yet are forgotten here: inputs of the batch the runtime is still gathering (it calls
+// receive several times per batch) and its handler retries. The runtime still applies and commits
+// them, and the next owner resumes at the stored offset, below them; the shared store decides who
+// applies each one (a second commit of the same dedup id is refused as aborted and re-run as a
+// duplicate). Not done yet: holding the revocation until the batch in flight is committed.
 void KafkaTransport::Impl::on_revoke(rd_kafka_t* handle, rd_kafka_topic_partition_list_t* partitions) {
     std::set<TopicPartition> revoked;
     for (int index = 0; index < partitions->cnt; index++) {
