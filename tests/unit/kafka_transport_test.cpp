@@ -250,6 +250,71 @@ TEST(KafkaTransport, ATooLargeMessageIsReportedUndeliverable) {
     EXPECT_EQ(sender->stats().produced, 0u);
 }
 
+// ---- dynamic groups: a revocation waits for the batch in flight -------------------------------
+
+// Instance 1 holds every record of the service unacknowledged (its runtime has not committed them)
+// when instance 2 joins. The revocation waits: instance 2 gets no partition and reads nothing
+// until instance 1 committed and acknowledged, and then nothing of what instance 1 applied: it
+// resumes at the offsets in the shared store.
+TEST(KafkaTransport, ARevocationWaitsForTheBatchInFlight) {
+    constexpr std::size_t message_count = 20;
+    MockCluster cluster;
+    MemoryStore shared;
+    const std::string service = fresh_service_name();
+    auto open_instance = [&](const std::string& instance) {
+        KafkaOptions options = static_options(cluster, Address::unicast(service, instance), &shared);
+        options.assignment = Assignment::dynamic_group;
+        options.revoke_wait_ms = 120'000;  // only the acknowledgement ends the wait here
+        // The mock cluster's coordinator ends a rebalance only when its timer (the session timeout)
+        // fires; shorter sessions keep this test short. Real brokers end it when all rejoined.
+        options.settings["session.timeout.ms"] = "6000";
+        options.settings["heartbeat.interval.ms"] = "500";
+        return open_endpoint(options);
+    };
+    std::unique_ptr<KafkaTransport> first = open_instance("1");
+    std::unique_ptr<KafkaTransport> sender = open_endpoint(static_options(cluster, fresh_address(), nullptr));
+    Outbox outbox = make_outbox(message_count, sender->local_address(), Address::anycast(service));
+    for (std::size_t index = 0; index < message_count; index++) outbox.messages[index].key = "key-" + std::to_string(index);
+    ASSERT_EQ(conformance::send_all(*sender, outbox.messages, deadline_after(30s)), message_count);
+    Received held;  // not acknowledged: the batch in flight
+    ASSERT_TRUE(receive_until(*first, held, [&](const Received& r) { return r.delivered_count.size() == message_count; },
+                              deadline_after(60s)));
+
+    std::unique_ptr<KafkaTransport> second = open_instance("2");
+    Received at_second;
+    const auto holding_until = std::chrono::steady_clock::now() + 4s;  // a rebalance starts within seconds
+    while (std::chrono::steady_clock::now() < holding_until) {
+        ASSERT_TRUE(conformance::receive_once(*second, at_second, {.acknowledge = true}).ok());
+        ASSERT_TRUE(conformance::receive_once(*first, held).ok());
+    }
+    EXPECT_TRUE(at_second.deliveries.empty()) << "instance 2 read records instance 1 had not committed";
+    EXPECT_TRUE(second->assigned_partitions().empty());
+    EXPECT_EQ(first->stats().revocations, 0u) << "the revocation did not wait";
+
+    // What the runtime does with its batch: commit the effects with the next offsets, then acknowledge.
+    std::vector<DeliveryTag> tags;
+    std::map<std::string, std::int64_t> next_offsets;
+    for (const Delivery& delivery : held.deliveries) {
+        tags.push_back(delivery.tag);
+        std::int64_t& next = next_offsets[delivery.position->stream];
+        next = std::max(next, delivery.position->offset + 1);
+    }
+    CommitBatch batch;
+    for (const auto& [stream, next] : next_offsets) batch.positions.push_back({stream, next});
+    ASSERT_TRUE(shared.commit(batch).ok());
+    ASSERT_TRUE(first->acknowledge(tags).ok());
+    Received after_first;
+    auto rebalanced = [&] { return !second->assigned_partitions().empty() && first->stats().revocations > 0; };
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    while (!rebalanced() && std::chrono::steady_clock::now() < deadline) {
+        ASSERT_TRUE(conformance::receive_once(*first, after_first, {.acknowledge = true}).ok());
+        ASSERT_TRUE(conformance::receive_once(*second, at_second, {.acknowledge = true}).ok());
+    }
+    ASSERT_TRUE(rebalanced()) << "the group never rebalanced after the acknowledgement";
+    conformance::receive_for(*second, at_second, 1s, {.acknowledge = true});
+    EXPECT_TRUE(at_second.deliveries.empty()) << at_second.deliveries.size() << " committed records read again";
+}
+
 // ---- services through broker faults ----------------------------------------------------------
 
 struct Applied {

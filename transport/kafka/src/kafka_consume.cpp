@@ -94,23 +94,58 @@ void KafkaTransport::Impl::on_assign(rd_kafka_t* handle, rd_kafka_topic_partitio
     stats.assignments += static_cast<std::uint64_t>(partitions->cnt);
 }
 
-// Hints for what was acknowledged go to Kafka now. Deliveries from these partitions that are not
-// acknowledged yet are forgotten here: inputs of the batch the runtime is still gathering (it calls
-// receive several times per batch) and its handler retries. The runtime still applies and commits
-// them, and the next owner resumes at the stored offset, below them; the shared store decides who
-// applies each one (a second commit of the same dedup id is refused as aborted and re-run as a
-// duplicate). Not done yet: holding the revocation until the batch in flight is committed.
+namespace {
+
+std::set<TopicPartition> partitions_in(const rd_kafka_topic_partition_list_t& list) {
+    std::set<TopicPartition> partitions;
+    for (int index = 0; index < list.cnt; index++) partitions.insert({list.elems[index].topic, list.elems[index].partition});
+    return partitions;
+}
+
+}  // namespace
+
+bool KafkaTransport::Impl::unacknowledged_in(const std::set<TopicPartition>& partitions) const {
+    return std::any_of(partitions.begin(), partitions.end(), [&](const TopicPartition& partition) {
+        auto found = progress.find(partition);
+        return found != progress.end() && !found->second.outstanding.empty();
+    });
+}
+
+// The batch in flight is finished and committed first: while the runtime holds deliveries from
+// these partitions unacknowledged (it calls receive several times per batch, and acknowledges
+// after its commit), the revocation waits, the consumer hands out nothing more, and the group's
+// rebalance waits for this member. It completes at a later receive once they are acknowledged, or
+// after revoke_wait_ms (inputs the runtime keeps for handler retries): those are then left to the
+// next owner, and the shared store's dedup table decides who applies each (never both).
 void KafkaTransport::Impl::on_revoke(rd_kafka_t* handle, rd_kafka_topic_partition_list_t* partitions) {
-    std::set<TopicPartition> revoked;
-    for (int index = 0; index < partitions->cnt; index++) {
-        revoked.insert({partitions->elems[index].topic, partitions->elems[index].partition});
+    Consumer& consumer = *consumer_of(handle);
+    if (!closing && !rd_kafka_assignment_lost(handle) && unacknowledged_in(partitions_in(*partitions))) {
+        consumer.pending_revoke.reset(rd_kafka_topic_partition_list_copy(partitions));
+        consumer.revoke_deadline =
+            std::chrono::steady_clock::now() + std::chrono::milliseconds(options.revoke_wait_ms);
+        return;
     }
+    finish_revoke(consumer, *partitions);
+}
+
+void KafkaTransport::Impl::finish_revoke(Consumer& consumer, const rd_kafka_topic_partition_list_t& partitions) {
+    const std::set<TopicPartition> revoked = partitions_in(partitions);
     // A lost assignment (this member was evicted) cannot commit: another member owns them now.
-    if (!rd_kafka_assignment_lost(handle)) commit_hints_of(*consumer_of(handle), HintCommit::bounded, &revoked);
+    if (!rd_kafka_assignment_lost(consumer.handle.get())) commit_hints_of(consumer, HintCommit::bounded, &revoked);
     std::erase_if(delivered, [&](const auto& entry) { return revoked.count(entry.second.partition) != 0; });
     for (const TopicPartition& partition : revoked) progress.erase(partition);
-    rd_kafka_assign(handle, nullptr);
+    rd_kafka_assign(consumer.handle.get(), nullptr);
     stats.revocations += revoked.size();
+}
+
+// True while a revocation still waits: the consumer is not drained meanwhile.
+bool KafkaTransport::Impl::revocation_waits(Consumer& consumer) {
+    if (!consumer.pending_revoke) return false;
+    const bool acknowledged = !unacknowledged_in(partitions_in(*consumer.pending_revoke));
+    if (!acknowledged && std::chrono::steady_clock::now() < consumer.revoke_deadline && !closing) return true;
+    PartitionList pending = std::move(consumer.pending_revoke);
+    finish_revoke(consumer, *pending);
+    return false;
 }
 
 // ---- deliveries ------------------------------------------------------------------------------
@@ -163,7 +198,7 @@ Status KafkaTransport::Impl::receive(ReceiveBatch& out, std::size_t deliveries_m
             // With no room the consumer queue is left alone: rebalances and errors are served with
             // the next deliveries (rd_kafka_poll must not serve a consumer queue: it drops records).
             const std::size_t room = deliveries_max - (out.deliveries.size() - deliveries_before);
-            if (room > 0) drain(*consumer, out, room);
+            if (room > 0 && !revocation_waits(*consumer)) drain(*consumer, out, room);
         }
         return out.deliveries.size() > deliveries_before ||
                out.confirmed.size() + out.undeliverable.size() > confirmations_before;
@@ -175,8 +210,11 @@ Status KafkaTransport::Impl::receive(ReceiveBatch& out, std::size_t deliveries_m
     while (!got && !closed && !wake_requested.exchange(false)) {
         const bool more = deliveries_max > 0 &&
                           std::any_of(consumers.begin(), consumers.end(), [](const auto& c) { return c->maybe_more; });
-        const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::steady_clock::now());
+        auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - std::chrono::steady_clock::now());
         if (more || left.count() <= 0) break;
+        for (const auto& consumer : consumers) {  // a waiting revocation is checked again in time
+            if (consumer->pending_revoke) left = std::min(left, std::chrono::microseconds(10'000));
+        }
         wait_for_event(left.count());
         got = gather();
     }

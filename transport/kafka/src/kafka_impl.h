@@ -66,11 +66,14 @@ struct PartitionProgress {
     std::int64_t hint() const;
 };
 
+
 struct Consumer {
     Handle handle;
     Queue queue;             // rd_kafka_queue_get_consumer
     bool subscribed = false; // dynamic_group: Kafka assigns; else assigned by this endpoint
     bool maybe_more = false; // the last drain stopped at its limit: do not wait for an event
+    PartitionList pending_revoke;  // a revocation waiting for the batch in flight (dynamic_group)
+    std::chrono::steady_clock::time_point revoke_deadline{};
 };
 
 struct DeliveredRecord {
@@ -123,6 +126,9 @@ public:
     void on_assign(rd_kafka_t* handle, rd_kafka_topic_partition_list_t* partitions);
     Consumer* consumer_of(rd_kafka_t* handle);
     void on_revoke(rd_kafka_t* handle, rd_kafka_topic_partition_list_t* partitions);
+    void finish_revoke(Consumer& consumer, const rd_kafka_topic_partition_list_t& partitions);
+    bool revocation_waits(Consumer& consumer);
+    bool unacknowledged_in(const std::set<TopicPartition>& partitions) const;
     std::size_t drain(Consumer& consumer, ReceiveBatch& out, std::size_t room);
     void take_record(Consumer& consumer, const rd_kafka_message_t& record, ReceiveBatch& out);
     Status receive(ReceiveBatch& out, std::size_t deliveries_max, std::int64_t timeout_us);
@@ -162,6 +168,7 @@ public:
     int pipe_read = -1;
     int pipe_write = -1;
     std::atomic<bool> closed{false};
+    bool closing = false;  // the destructor runs: revocations complete at once
     std::atomic<bool> wake_requested{false};
     AtomicStats stats;
 };

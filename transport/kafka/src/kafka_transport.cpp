@@ -323,6 +323,10 @@ void KafkaTransport::Impl::close_consumer(Consumer& consumer) {
 }
 
 KafkaTransport::Impl::~Impl() {
+    closing = true;
+    for (auto& consumer : consumers) {
+        if (consumer->pending_revoke) revocation_waits(*consumer);  // completes it now
+    }
     if (!consumers.empty() && consuming) commit_hints(HintCommit::final);
     for (auto& consumer : consumers) close_consumer(*consumer);
     consumers.clear();

@@ -74,6 +74,9 @@ struct KafkaOptions {
     std::size_t message_bytes_max = 1 << 20;     // envelope bytes; larger sends are refused
     std::int32_t metadata_timeout_ms = 10'000;   // at open(): the cluster must answer within this
     std::int32_t commit_hint_interval_ms = 1'000;  // Kafka offset commits (hints) at most this often
+    // dynamic_group: a revocation waits this long at most for the runtime to commit and acknowledge
+    // what it received from the revoked partitions (inputs kept for handler retries may take longer).
+    std::int32_t revoke_wait_ms = 5'000;
     std::size_t produce_queue_max = 100'000;     // produced but not yet reported: backpressure
 };
 
