@@ -13,6 +13,8 @@
 #include <set>
 #include <thread>
 
+#include <librdkafka/rdkafka.h>
+
 #include "choreo/durability/memory_store.h"
 #include "choreo/durability/sqlite_store.h"
 #include "choreo/service.h"
@@ -359,6 +361,32 @@ bool wait_for(const std::function<bool()>& done, std::chrono::milliseconds patie
     return true;
 }
 
+// Every record in `topic` from its beginning, counted by a plain librdkafka consumer.
+std::size_t count_records(MockCluster& cluster, const std::string& topic) {
+    char error[512];
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", cluster.bootstraps().c_str(), error, sizeof error);
+    rd_kafka_conf_set(conf, "group.id", "count-records", error, sizeof error);
+    rd_kafka_t* consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, error, sizeof error);
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(test_partitions);
+    for (std::int32_t partition = 0; partition < test_partitions; partition++) {
+        rd_kafka_topic_partition_list_add(list, topic.c_str(), partition)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    }
+    rd_kafka_assign(consumer, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    std::size_t records = 0;
+    const auto until = std::chrono::steady_clock::now() + 5s;
+    while (std::chrono::steady_clock::now() < until) {
+        rd_kafka_message_t* message = rd_kafka_consumer_poll(consumer, 100);
+        if (message == nullptr) continue;
+        if (message->err == RD_KAFKA_RESP_ERR_NO_ERROR) records++;
+        rd_kafka_message_destroy(message);
+    }
+    rd_kafka_consumer_close(consumer);
+    rd_kafka_destroy(consumer);
+    return records;
+}
+
 // Sends `count` messages in rounds while `fault` disturbs the cluster between rounds; every one
 // must be applied exactly once and every send confirmed.
 void exactly_once_through(const std::function<void(MockCluster&, const std::string& topic, int round)>& fault) {
@@ -385,7 +413,12 @@ void exactly_once_through(const std::function<void(MockCluster&, const std::stri
     }
     fault(cluster, topic, -1);  // heal
     EXPECT_TRUE(wait_for([&] { return applied.distinct() == static_cast<std::size_t>(rounds * per_round); }, 120s))
-        << applied.distinct() << " of " << rounds * per_round << " applied";
+        << applied.distinct() << " of " << rounds * per_round << " applied; server consumed "
+        << server.transport->stats().consumed << ", client produced " << client.transport->stats().produced
+        << ", confirmed " << client.transport->stats().confirmed << ", failed "
+        << client.transport->stats().produce_failed << "; server " << server.service->stats().applied << " applied, " << server.service->stats().duplicates
+        << " duplicates, " << server.service->stats().retries << " retries, server client errors "
+        << server.transport->stats().client_errors << "; records in the topic " << count_records(cluster, topic);
     EXPECT_TRUE(wait_for([&] { return client.service->unsettled_sends() == 0; }, 120s))
         << client.service->unsettled_sends() << " sends never confirmed";
     std::lock_guard lock{applied.mutex};
@@ -412,7 +445,11 @@ TEST(KafkaService, LeaderChangesAndRequestErrorsLoseNothing) {
             ASSERT_TRUE(cluster.set_partition_leader(topic, partition, 1 + (partition + round) % 3).ok());
         }
         cluster.push_request_errors(0, 3, 6);   // Produce: NOT_LEADER_FOR_PARTITION
-        cluster.push_request_errors(0, 2, 7);   // Produce: REQUEST_TIMED_OUT
+        // Not Produce REQUEST_TIMED_OUT right after NOT_LEADER: librdkafka 2.0.2's mock broker then
+        // sometimes acknowledges records it never stored (1-4 of 300 confirmed by the idempotent
+        // producer and absent from the partition, counted with a plain consumer). Each error alone
+        // passed every run; a real broker does not acknowledge what it did not append.
+        cluster.push_request_errors(1, 2, 7);   // Fetch: REQUEST_TIMED_OUT
         cluster.push_request_errors(1, 3, 6);   // Fetch: NOT_LEADER_FOR_PARTITION
         cluster.push_request_errors(8, 2, 15);  // OffsetCommit: COORDINATOR_NOT_AVAILABLE (hints only)
     });

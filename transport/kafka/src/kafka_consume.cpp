@@ -8,12 +8,6 @@
 
 namespace choreo::kafka_transport {
 
-namespace {
-
-constexpr std::size_t drain_chunk = 256;  // records taken from librdkafka per call
-
-}  // namespace
-
 // Where to start reading a partition: the next offset the store committed with its effects. If it
 // has none (no store, or it never consumed this partition), the group's offset in Kafka, which is
 // only ever committed after a store commit, so it is never ahead of what some store applied; and
@@ -167,20 +161,18 @@ void KafkaTransport::Impl::take_record(Consumer& consumer, const rd_kafka_messag
     stats.consumed++;
 }
 
+// One record at a time (rd_kafka_consumer_poll): librdkafka 2.0's batch API
+// (rd_kafka_consume_batch_queue) has known issues with pause, resume, seek and rebalances (its
+// release notes; fixed in part in 2.1), and Debian 12 ships 2.0.2.
 std::size_t KafkaTransport::Impl::drain(Consumer& consumer, ReceiveBatch& out, std::size_t room) {
-    rd_kafka_message_t* records[drain_chunk];
     std::size_t taken = 0;
     consumer.maybe_more = false;
     while (taken < room) {
-        const std::size_t want = std::min(drain_chunk, room - taken);
-        const ssize_t count = rd_kafka_consume_batch_queue(consumer.queue.get(), 0, records, want);
-        if (count <= 0) return taken;
-        for (ssize_t index = 0; index < count; index++) {
-            take_record(consumer, *records[index], out);
-            rd_kafka_message_destroy(records[index]);
-        }
-        taken += static_cast<std::size_t>(count);
-        if (static_cast<std::size_t>(count) < want) return taken;
+        rd_kafka_message_t* record = rd_kafka_consumer_poll(consumer.handle.get(), 0);
+        if (record == nullptr) return taken;
+        take_record(consumer, *record, out);
+        rd_kafka_message_destroy(record);
+        taken++;
     }
     consumer.maybe_more = true;
     return taken;

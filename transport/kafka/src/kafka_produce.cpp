@@ -98,11 +98,11 @@ void KafkaTransport::Impl::on_delivery_report(const rd_kafka_message_t& report) 
     if (report.err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         stats.confirmed++;
         confirmed_ready.push_back(id);
-    } else if (refused_for_good(report.err)) {
-        stats.refused_too_large++;
-        undeliverable_ready.push_back({id, "message_too_large", rd_kafka_err2str(report.err)});
     } else {
-        stats.produce_failed++;  // timed out, broker gone, purged: not confirmed, so retransmitted
+        // A broker's MESSAGE_TOO_LARGE refuses the whole batch the record went in, small records
+        // too: only the producer's own size check (at produce, above) is final. A record truly too
+        // large for the broker is retried and ends as send_attempts_exhausted.
+        stats.produce_failed++;  // timed out, broker gone, purged, refused: not confirmed, so retransmitted
     }
 }
 
