@@ -144,7 +144,7 @@ bool KafkaTransport::Impl::revocation_waits(Consumer& consumer) {
 
 // ---- deliveries ------------------------------------------------------------------------------
 
-void KafkaTransport::Impl::take_record(Consumer& consumer, const rd_kafka_message_t& record, ReceiveBatch& out) {
+void KafkaTransport::Impl::take_record(const rd_kafka_message_t& record, ReceiveBatch& out) {
     if (record.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         stats.client_errors++;  // broker errors: librdkafka retries the fetch itself
         return;
@@ -157,7 +157,7 @@ void KafkaTransport::Impl::take_record(Consumer& consumer, const rd_kafka_messag
     Delivery delivery{tag, Bytes(payload, payload + record.len), StreamPosition{stream_name(partition), record.offset}};
     out.deliveries.push_back(std::move(delivery));
     owned->second.outstanding.insert(record.offset);
-    delivered.emplace(tag, DeliveredRecord{&consumer, partition, record.offset});
+    delivered.emplace(tag, DeliveredRecord{partition, record.offset});
     stats.consumed++;
 }
 
@@ -170,7 +170,7 @@ std::size_t KafkaTransport::Impl::drain(Consumer& consumer, ReceiveBatch& out, s
     while (taken < room) {
         rd_kafka_message_t* record = rd_kafka_consumer_poll(consumer.handle.get(), 0);
         if (record == nullptr) return taken;
-        take_record(consumer, *record, out);
+        take_record(*record, out);
         rd_kafka_message_destroy(record);
         taken++;
     }

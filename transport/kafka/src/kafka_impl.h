@@ -77,7 +77,6 @@ struct Consumer {
 };
 
 struct DeliveredRecord {
-    Consumer* consumer = nullptr;
     TopicPartition partition;
     std::int64_t offset = 0;
 };
@@ -130,7 +129,7 @@ public:
     bool revocation_waits(Consumer& consumer);
     bool unacknowledged_in(const std::set<TopicPartition>& partitions) const;
     std::size_t drain(Consumer& consumer, ReceiveBatch& out, std::size_t room);
-    void take_record(Consumer& consumer, const rd_kafka_message_t& record, ReceiveBatch& out);
+    void take_record(const rd_kafka_message_t& record, ReceiveBatch& out);
     Status receive(ReceiveBatch& out, std::size_t deliveries_max, std::int64_t timeout_us);
     void acknowledge(std::span<const DeliveryTag> tags);
     enum class HintCommit { background, bounded, final };
