@@ -211,6 +211,40 @@ TEST(KafkaTransport, AStartResumesFromTheStoresOffsetNotKafkas) {
     for (std::size_t index = 0; index < 4; index++) EXPECT_EQ(again.delivered_order[index], outbox.ids[6 + index]);
 }
 
+// Design §4.6: every retransmission of a message reaches the instance the first copy reached. With
+// no partition key the message id is the key, so each copy lands in the same partition.
+TEST(KafkaTransport, RetransmissionsWithoutAKeyLandInTheSamePartition) {
+    constexpr std::size_t message_count = 8;
+    constexpr int copies = 3;
+    MockCluster cluster;
+    const Address receiver_address = fresh_address();
+    std::unique_ptr<KafkaTransport> receiver = open_endpoint(static_options(cluster, receiver_address, nullptr));
+    std::unique_ptr<KafkaTransport> sender = open_endpoint(static_options(cluster, fresh_address(), nullptr));
+    Outbox outbox = make_outbox(message_count, sender->local_address(), receiver_address.service_address());
+    for (OutgoingMessage& message : outbox.messages) message.key.clear();
+    Received received;
+    for (int copy = 1; copy <= copies; copy++) {  // each copy after the previous one was confirmed
+        ASSERT_EQ(conformance::send_all(*sender, outbox.messages, deadline_after(30s)), message_count);
+        Received confirmations;
+        ASSERT_TRUE(receive_until(*sender, confirmations,
+                                  [&](const Received& r) { return r.confirmed_count.size() == message_count; },
+                                  deadline_after(30s)));
+    }
+    ASSERT_TRUE(receive_until(*receiver, received, [&](const Received& r) {
+        return r.deliveries.size() == message_count * copies;
+    }, deadline_after(30s), {.acknowledge = true}));
+    std::map<MessageId, std::set<std::string>> streams;
+    for (std::size_t index = 0; index < received.deliveries.size(); index++) {
+        streams[received.delivered_order[index]].insert(received.deliveries[index].position->stream);
+    }
+    std::set<std::string> used;
+    for (const auto& [id, seen] : streams) {
+        EXPECT_EQ(seen.size(), 1u) << id.to_string() << " went to " << seen.size() << " partitions";
+        used.insert(seen.begin(), seen.end());
+    }
+    EXPECT_GT(used.size(), 1u) << "ids as keys spread over the partitions";
+}
+
 // The Kafka offset commit on close is a hint: with the broker gone it must not hold up shutdown.
 TEST(KafkaTransport, ClosingWhileTheBrokerIsDownEndsPromptly) {
     MockCluster cluster;
